@@ -1,0 +1,8 @@
+"""`sequencer` subcommands (cadences)."""
+from __future__ import annotations
+
+import click
+
+
+def register(main: click.Group) -> None:
+    pass

@@ -1,0 +1,160 @@
+"""config.toml -> a typed Settings object, with env overrides and secrets from the environment."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUTCOMES = [
+    "connected",
+    "left_voicemail",
+    "no_answer",
+    "wrong_number",
+    "not_interested",
+    "call_back_later",
+    "meeting_booked",
+]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key, the file and the fix."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration key that Sequencer does not know (usually a typo)."""
+
+
+@dataclass
+class DatabaseSettings:
+    url: str
+
+
+@dataclass
+class WebSettings:
+    base_url: str
+    secret_key: str
+    inbound_secret: str | None = None
+
+
+@dataclass
+class SendingSettings:
+    postal_address: str | None = None
+    max_touches_per_lead_per_day: int = 2
+    default_daily_cap: int = 200
+
+
+@dataclass
+class LeadsSettings:
+    default_region: str | None = None
+
+
+@dataclass
+class TasksSettings:
+    outcomes: list[str] = field(default_factory=lambda: list(DEFAULT_OUTCOMES))
+
+
+@dataclass
+class EngineSettings:
+    tick_seconds: float = 5.0
+    batch_size: int = 500
+    lease_seconds: float = 120.0
+    retry_base_seconds: float = 300.0
+    max_attempts: int = 5
+
+
+@dataclass
+class Settings:
+    path: Path
+    database: DatabaseSettings
+    web: WebSettings
+    sending: SendingSettings = field(default_factory=SendingSettings)
+    leads: LeadsSettings = field(default_factory=LeadsSettings)
+    tasks: TasksSettings = field(default_factory=TasksSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    templates_dir: Path | None = None
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin(self, name: str) -> dict[str, Any]:
+        """Return the [plugins.NAME] table, secrets resolved."""
+        return self.plugins.get(name, {})
+
+
+# section -> (dataclass, keys that must be present)
+_SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "database": (DatabaseSettings, ("url",)),
+    "web": (WebSettings, ("base_url", "secret_key")),
+    "sending": (SendingSettings, ()),
+    "leads": (LeadsSettings, ()),
+    "tasks": (TasksSettings, ()),
+    "engine": (EngineSettings, ()),
+}
+_TOP_LEVEL = {"templates_dir", "plugins"}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the config file (SEQUENCER_CONFIG, else ./config.toml) into Settings."""
+    path = Path(path or os.environ.get("SEQUENCER_CONFIG") or "config.toml").resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; pass --config PATH or set SEQUENCER_CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    if os.environ.get("SEQUENCER_DATABASE_URL"):
+        raw.setdefault("database", {})["url"] = os.environ["SEQUENCER_DATABASE_URL"]
+    return _build(path, raw)
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Settings:
+    for key in raw:
+        if key not in _SECTIONS and key not in _TOP_LEVEL:
+            warnings.warn(f"{path}: unknown section or key [{key}] is ignored", ConfigWarning, stacklevel=3)
+    built: dict[str, Any] = {}
+    for section, (cls, required) in _SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in table.items():
+            if key not in known:
+                warnings.warn(f"{path}: unknown key {section}.{key} is ignored", ConfigWarning, stacklevel=3)
+                continue
+            values[key] = resolve_secret(value, f"{section}.{key}", path)
+        for key in required:
+            if values.get(key) in (None, ""):
+                raise ConfigError(f"{path}: required key {section}.{key} is missing; set it in [{section}]")
+        built[section] = cls(**values)
+    built["database"].url = _resolve_sqlite_path(built["database"].url, path.parent)
+    templates_dir = raw.get("templates_dir", "templates")
+    plugins = {
+        name: {k: resolve_secret(v, f"plugins.{name}.{k}", path) for k, v in table.items()}
+        for name, table in raw.get("plugins", {}).items()
+    }
+    return Settings(path=path, templates_dir=(path.parent / templates_dir).resolve(), plugins=plugins, **built)
+
+
+def resolve_secret(value: Any, key: str, path: Path) -> Any:
+    """Resolve `{ env = "VAR" }` to the variable's value so secrets stay out of the file."""
+    if isinstance(value, dict) and set(value) == {"env"}:
+        var = value["env"]
+        if var not in os.environ:
+            raise ConfigError(f"{path}: {key} reads the environment variable {var}, which is not set; export {var}")
+        return os.environ[var]
+    return value
+
+
+def _resolve_sqlite_path(url: str, base: Path) -> str:
+    """Make a relative SQLite path relative to the config file, so the cwd does not matter."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        db_path = (base / url[len(prefix):]).resolve()
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(db_path)
+    return url

@@ -1,0 +1,61 @@
+"""Every pluggy hookspec of Sequencer. The core always calls hooks with keyword arguments."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    import flask
+    import jinja2
+
+    from sequencer.channels import Channel, SentTouch
+    from sequencer.models import Enrollment, InboundEvent, Lead
+
+hookspec = pluggy.HookspecMarker("sequencer")
+
+
+@hookspec
+def register_channels(register: Callable[[Channel], None]) -> None:
+    """Register Channel instances by calling register(channel) once for each."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands or groups to the `sequencer` command."""
+
+
+@hookspec
+def register_blueprints(app: flask.Flask) -> None:
+    """Register Flask blueprints (webhooks under /hooks/PLUGIN/, admin pages) on the app."""
+
+
+@hookspec
+def prepare_template_env(env: jinja2.Environment) -> None:
+    """Add filters, tests and globals to a message template environment (called for HTML and text)."""
+
+
+@hookspec
+def lead_context(lead: Lead) -> dict[str, Any] | None:
+    """Return extra template variables for this lead (enrichment); results are merged into the context."""
+
+
+@hookspec(firstresult=True)
+def classify_reply(text: str) -> str | None:
+    """Return "positive", "negative" or "neutral" for a reply's new text; stops at the first non-None result."""
+
+
+@hookspec
+def touch_sent(touch: SentTouch) -> None:
+    """Called after a channel's provider accepted a touch."""
+
+
+@hookspec
+def inbound_received(event: InboundEvent) -> None:
+    """Called after an inbound event (reply, bounce, complaint, opt-out...) was recorded and acted on."""
+
+
+@hookspec
+def enrollment_exited(enrollment: Enrollment, reason: str) -> None:
+    """Called after an enrollment left its cadence (replied, bounced, opted_out, finished, removed...)."""
