@@ -1,0 +1,70 @@
+"""Ending enrollments: replies, bounces, opt-outs, meetings, removals, and their exit scope."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Iterable
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Task
+
+if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
+
+
+def end_enrollments(session: so.Session, enrollment_ids: Iterable[int], *, state: str, reason: str, now: datetime,
+                    plugins: Plugins | None = None) -> list[int]:
+    """End these live enrollments with `state`; close their open tasks; return the ids that ended."""
+    ids = list(enrollment_ids)
+    if not ids:
+        return []
+    ended = list(session.scalars(
+        sa.update(Enrollment)
+        .where(Enrollment.id.in_(ids), Enrollment.state.in_(LIVE_STATES))
+        .values(state=state, exit_reason=reason, exited_at=now, next_due_at=None,
+                lease_owner=None, lease_until=None, paused_reason=None)
+        .returning(Enrollment.id)
+    ))
+    if ended:
+        # Open cadence tasks of an ended enrollment are moot; reply tasks (no enrollment) stay.
+        session.execute(
+            sa.update(Task).where(Task.enrollment_id.in_(ended), Task.state == "open", Task.kind != "reply")
+            .values(state="skipped", notes=f"enrollment ended: {reason}", completed_at=now)
+        )
+        if plugins is not None:
+            for enrollment in session.scalars(sa.select(Enrollment).where(Enrollment.id.in_(ended))):
+                plugins.hook.enrollment_exited(enrollment=enrollment, reason=reason)
+    return ended
+
+
+def live_enrollment_ids(session: so.Session, lead_ids: Iterable[int]) -> list[int]:
+    return list(session.scalars(
+        sa.select(Enrollment.id).where(Enrollment.lead_id.in_(list(lead_ids)), Enrollment.state.in_(LIVE_STATES))
+    ))
+
+
+def end_for_lead(session: so.Session, lead: Lead, *, state: str, reason: str, now: datetime,
+                 plugins: Plugins | None = None) -> list[int]:
+    """End every live enrollment of the lead (opt-outs, invalid addresses: whatever a cadence lists)."""
+    return end_enrollments(session, live_enrollment_ids(session, [lead.id]), state=state, reason=reason,
+                           now=now, plugins=plugins)
+
+
+def end_on_event(session: so.Session, enrollment: Enrollment, *, event: str, state: str, reason: str,
+                 now: datetime, plugins: Plugins | None = None) -> list[int]:
+    """End an enrollment on a reply or meeting if its cadence exits on it, widening to the exit scope."""
+    cadence = session.get(Cadence, enrollment.cadence_id)
+    rules = cadence.exit_rules if cadence else {}
+    if event not in rules.get("on", ["reply", "meeting"]):
+        return []
+    scope = rules.get("scope", "lead")
+    ids = [enrollment.id]
+    if scope in ("lead", "account"):
+        lead_ids = [enrollment.lead_id]
+        if scope == "account":
+            domain = session.scalar(sa.select(Lead.domain).where(Lead.id == enrollment.lead_id))
+            if domain:
+                lead_ids = list(session.scalars(sa.select(Lead.id).where(Lead.domain == domain)))
+        ids += live_enrollment_ids(session, lead_ids)
+    return end_enrollments(session, set(ids), state=state, reason=reason, now=now, plugins=plugins)
