@@ -1,0 +1,203 @@
+"""The email channel: one SMTP connection per transport for a whole batch, results classified for at-most-once."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.errors import MessageError
+from email.utils import make_msgid
+
+from sequencer.channels import Channel, Health, OutboundTouch, SendResult
+from sequencer_email.message import add_footer, build_message, check_headers
+from sequencer_email.transport import (
+    Delivery,
+    Transport,
+    TransportError,
+    connect,
+    deliver,
+    describe_error,
+    disconnect,
+    resolve_transport,
+)
+
+NO_POSTAL_ADDRESS = ("no postal address configured: set [sending] postal_address in config.toml "
+                     "(CAN-SPAM requires one in every commercial email)")
+HEALTH_TIMEOUT = 10.0
+# Enhanced status codes (RFC 3463) that mean the mailbox does not exist.
+INVALID_ADDRESS_CODES = frozenset({"5.1.1", "5.1.2", "5.1.10"})
+INVALID_ADDRESS_WORDS = ("user unknown", "unknown user", "no such user")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A touch ready for the wire: its place in the batch, its Message-ID and its bytes."""
+
+    index: int
+    touch: OutboundTouch
+    mail_from: str  # the envelope sender is the mailbox itself, so bounces come back to it
+    rcpt_to: str
+    message_id: str
+    data: bytes
+
+
+class EmailChannel(Channel):
+    """Send email touches over SMTP, from each touch's mailbox."""
+
+    name = "email"
+    automatic = True
+    config_schema = {
+        "host": "SMTP server host name (required)",
+        "port": "SMTP port (default 587 for starttls, 465 for ssl, 25 for none)",
+        "security": 'starttls | ssl | none (default "starttls")',
+        "username": "SMTP login; no login when empty",
+        "password": 'SMTP password; use { env = "VAR" } to read it from the environment',
+        "timeout": "seconds to wait for the server on each command (default 30)",
+        "message_id_domain": "domain of generated Message-IDs (default: the sender's domain)",
+    }
+
+    def unavailable_reason(self) -> str | None:
+        """Return why email cannot go out: no postal address, no SMTP host, or an unusable setting."""
+        context = getattr(self, "context", None)
+        if context is None:
+            return "the email channel has not been configured yet"
+        if not (context.postal_address or "").strip():
+            return NO_POSTAL_ADDRESS
+        try:
+            resolve_transport(context.settings)
+        except TransportError as exc:
+            return str(exc)
+        return None
+
+    def health(self) -> Health:
+        """Open and close an SMTP session with the shared transport, with a short timeout."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            return Health(ok=False, detail=reason)
+        transport = resolve_transport(self.context.settings)
+        try:
+            disconnect(connect(transport, timeout=min(transport.timeout, HEALTH_TIMEOUT)))
+        except OSError as exc:
+            return Health(ok=False, detail=f"SMTP server {transport.label}: {describe_error(exc)}")
+        return Health(ok=True, detail=f"ok ({transport.label}, {transport.security})")
+
+    def prepare(self, touch: OutboundTouch) -> None:
+        """Refuse header injection and add the postal address and unsubscribe link to both bodies."""
+        check_headers(touch)
+        postal_address = (self.context.postal_address or "").strip()
+        if not postal_address:
+            raise ValueError(NO_POSTAL_ADDRESS)
+        add_footer(touch, postal_address)
+
+    def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
+        """Send every touch, one SMTP connection per transport, and return one result per touch in order."""
+        results: dict[int, SendResult] = {}
+        groups: dict[tuple[str, int, str, str | None], tuple[Transport, list[Outgoing]]] = {}
+        for index, touch in enumerate(touches):
+            try:
+                transport, outgoing = self._outgoing(index, touch)
+            except _Refused as refused:
+                results[index] = refused.result
+                continue
+            groups.setdefault(transport.key, (transport, []))[1].append(outgoing)
+        for transport, batch in groups.values():
+            for index, result in _send_group(transport, batch):
+                results[index] = result
+        return [results[index] for index in range(len(touches))]
+
+    def _outgoing(self, index: int, touch: OutboundTouch) -> tuple[Transport, Outgoing]:
+        """Resolve the touch's transport and build its message; raise _Refused when it cannot go out."""
+        if not (self.context.postal_address or "").strip():
+            raise _Refused(touch, NO_POSTAL_ADDRESS, retryable=True)
+        if touch.sender is None:
+            raise _Refused(touch, f"touch {touch.touch_id} has no sending mailbox")
+        if not touch.to_email:
+            raise _Refused(touch, f"touch {touch.touch_id} has no recipient email address")
+        if not (touch.sender.address.isascii() and touch.to_email.isascii()):
+            raise _Refused(touch, f"touch {touch.touch_id}: internationalized addresses (SMTPUTF8) are not supported")
+        try:
+            transport = resolve_transport(self.context.settings, touch.sender.transport)
+        except TransportError as exc:
+            # Nothing was sent, so a new attempt after the setting is fixed is safe.
+            raise _Refused(touch, f"mailbox {touch.sender.address}: {exc}", retryable=True) from None
+        message_id = _message_id(touch, transport)
+        try:
+            data = build_message(touch, message_id=message_id, date=datetime.now(timezone.utc)).as_bytes()
+        except (ValueError, MessageError) as exc:
+            raise _Refused(touch, f"touch {touch.touch_id}: cannot build the email: {exc}") from None
+        return transport, Outgoing(index, touch, touch.sender.address, touch.to_email, message_id, data)
+
+
+class _Refused(Exception):
+    """A touch refused before any connection, carrying its SendResult."""
+
+    def __init__(self, touch: OutboundTouch, error: str, retryable: bool = False) -> None:
+        super().__init__(error)
+        self.result = SendResult(touch.touch_id, accepted=False, error=error, retryable=retryable)
+
+
+def _message_id(touch: OutboundTouch, transport: Transport) -> str:
+    """Return the engine's Message-ID in angle brackets, or a new one when the engine gave none."""
+    if touch.message_id:
+        return touch.message_id if touch.message_id.startswith("<") else f"<{touch.message_id}>"
+    assert touch.sender is not None
+    return make_msgid(domain=transport.message_id_domain or touch.sender.address.rpartition("@")[2])
+
+
+def _send_group(transport: Transport, batch: list[Outgoing]) -> list[tuple[int, SendResult]]:
+    """Send a group's messages over one connection, reconnecting once if it breaks mid-batch."""
+    results: list[tuple[int, SendResult]] = []
+    pending = deque(batch)
+    reason = ""
+    for _ in range(2):
+        if not pending:
+            break
+        try:
+            smtp = connect(transport)
+        except OSError as exc:
+            reason = f"could not open an SMTP session with {transport.label}: {describe_error(exc)}"
+            break
+        try:
+            while pending:
+                item = pending.popleft()
+                delivery = deliver(smtp, item.mail_from, item.rcpt_to, item.data)
+                results.append((item.index, result_for(item, delivery, transport.label)))
+                if not delivery.connection_ok:
+                    reason = f"the connection to {transport.label} broke before this message was sent"
+                    break
+        finally:
+            disconnect(smtp)
+    # These never reached the server: a new attempt is safe.
+    results.extend((item.index, SendResult(item.touch.touch_id, accepted=False, error=reason, retryable=True))
+                   for item in pending)
+    return results
+
+
+def result_for(item: Outgoing, delivery: Delivery, server: str) -> SendResult:
+    """Translate what the server surely has into a SendResult (retryable only when it surely has nothing)."""
+    touch_id = item.touch.touch_id
+    if delivery.outcome == "accepted":
+        return SendResult(touch_id, accepted=True, provider_id=item.message_id, provider_status=delivery.status)
+    if delivery.outcome == "lost":
+        return SendResult(touch_id, accepted=False, retryable=True,
+                          error=f"{server}: connection lost at {delivery.stage} before the message was sent: {delivery.reply}")
+    if delivery.outcome == "unknown":
+        return SendResult(touch_id, accepted=False, retryable=False, provider_id=item.message_id,
+                          provider_status="unknown",
+                          error=(f"{server}: the whole message was sent but no clear reply came back "
+                                 f"({delivery.status}); the server may have accepted it, so it must not be "
+                                 f"resent before a person checks"))
+    error = f"{server} refused the message at {delivery.stage}: {delivery.status}"
+    if _is_invalid_address(delivery):
+        return SendResult(touch_id, accepted=False, retryable=False, provider_status=delivery.status,
+                          error=error, recipient_problem="invalid_address")
+    permanent = delivery.code is not None and 500 <= delivery.code < 600
+    return SendResult(touch_id, accepted=False, retryable=not permanent, provider_status=delivery.status, error=error)
+
+
+def _is_invalid_address(delivery: Delivery) -> bool:
+    """Tell whether a permanent refusal of the recipient means the mailbox does not exist."""
+    if delivery.stage not in ("RCPT", "message") or delivery.code is None or not 500 <= delivery.code < 600:
+        return False
+    if delivery.enhanced_status in INVALID_ADDRESS_CODES:
+        return True
+    return any(words in delivery.reply.lower() for words in INVALID_ADDRESS_WORDS)

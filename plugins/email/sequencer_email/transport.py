@@ -1,0 +1,199 @@
+"""SMTP transport settings, connections, and one message's delivery classified by what the server surely saw."""
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+DEFAULT_TIMEOUT = 30.0
+TRANSPORT_KEYS = ("host", "port", "security", "username", "password", "timeout", "message_id_domain")
+
+
+class TransportError(ValueError):
+    """A transport setting that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where and how to reach one SMTP server, as one mailbox sees it."""
+
+    host: str
+    port: int
+    security: str = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    message_id_domain: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int, str, str | None]:
+        """Return what identifies one SMTP connection: touches with the same key share it."""
+        return (self.host, self.port, self.security, self.username)
+
+    @property
+    def label(self) -> str:
+        """Return host:port, for messages."""
+        return f"{self.host}:{self.port}"
+
+
+def resolve_transport(shared: Mapping[str, Any], override: Mapping[str, Any] | None = None) -> Transport:
+    """Return the effective transport: the [plugins.email] settings with a mailbox's own keys on top."""
+    values = {k: v for k, v in shared.items() if k in TRANSPORT_KEYS and v not in (None, "")}
+    values.update({k: v for k, v in (override or {}).items() if k in TRANSPORT_KEYS and v not in (None, "")})
+    host = str(values.get("host", "")).strip()
+    if not host:
+        raise TransportError("no SMTP host configured: set [plugins.email] host in config.toml "
+                             "(or host in the mailbox's transport)")
+    security = str(values.get("security", "starttls")).lower()
+    if security not in SECURITY_MODES:
+        raise TransportError(f"[plugins.email] security must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
+    return Transport(
+        host=host,
+        port=_number(values, "port", int, DEFAULT_PORTS[security]),
+        security=security,
+        username=values.get("username"),
+        password=values.get("password"),
+        timeout=_number(values, "timeout", float, DEFAULT_TIMEOUT),
+        message_id_domain=values.get("message_id_domain"),
+    )
+
+
+def _number(values: Mapping[str, Any], key: str, kind: type[int] | type[float], default: int | float) -> Any:
+    """Return values[key] as a positive number, or default when absent."""
+    raw = values.get(key, default)
+    try:
+        number = kind(raw)
+    except (TypeError, ValueError):
+        raise TransportError(f"[plugins.email] {key} must be a number, not {raw!r}") from None
+    if number <= 0:
+        raise TransportError(f"[plugins.email] {key} must be positive, not {raw!r}")
+    return number
+
+
+def connect(transport: Transport, timeout: float | None = None) -> smtplib.SMTP:
+    """Open an SMTP session: EHLO, STARTTLS and login as configured; raise OSError on failure."""
+    timeout = timeout or transport.timeout
+    context = ssl.create_default_context()
+    if transport.security == "ssl":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(transport.host, transport.port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(transport.host, transport.port, timeout=timeout)
+    try:
+        smtp.ehlo()
+        if transport.security == "starttls":
+            # starttls() raises when the server does not offer it: never fall back to plain text.
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if transport.username:
+            smtp.login(transport.username, transport.password or "")
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def disconnect(smtp: smtplib.SMTP) -> None:
+    """Say QUIT when the server still listens, and close the socket in every case."""
+    try:
+        smtp.quit()
+    except OSError:
+        pass
+    finally:
+        smtp.close()
+
+
+Outcome = Literal["accepted", "refused", "lost", "unknown"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one message.
+
+    accepted: the server replied 2xx to the message data.
+    refused:  the server replied 4xx/5xx (code and reply say which command and why).
+    lost:     the connection broke before the message was complete: the server surely does not have it.
+    unknown:  the connection broke, or the reply was unreadable, after the whole message was sent.
+    """
+
+    outcome: Outcome
+    stage: str  # MAIL, RCPT, DATA (the command) or message (the data and its final reply)
+    code: int | None = None
+    reply: str = ""
+    connection_ok: bool = True
+
+    @property
+    def status(self) -> str:
+        """Return the server's reply as "code text", or the error when there was no reply."""
+        return f"{self.code} {self.reply}".strip() if self.code is not None else self.reply
+
+    @property
+    def enhanced_status(self) -> str | None:
+        """Return the RFC 3463 enhanced status code at the start of the reply (e.g. "5.1.1"), if any."""
+        match = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\d)", self.reply)
+        return match.group(1) if match else None
+
+
+def deliver(smtp: smtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes) -> Delivery:
+    """Send one message on an open session with MAIL, RCPT and DATA, and say what the server surely has."""
+    commands = (("MAIL", f"MAIL FROM:<{mail_from}>", 250), ("RCPT", f"RCPT TO:<{rcpt_to}>", 250), ("DATA", "DATA", 354))
+    for stage, command, expected in commands:
+        try:
+            code, reply = smtp.docmd(command)
+        except OSError as exc:
+            return Delivery("lost", stage, reply=str(exc), connection_ok=False)
+        # 251 (user not local, will forward) is a success for RCPT too.
+        if code != expected and not (expected == 250 and _is_2xx(code)):
+            return _refused(smtp, stage, code, reply)
+    try:
+        smtp.send(_dot_stuffed(data))
+    except OSError as exc:
+        # The terminating "." is the last thing written; a write that failed never delivered it,
+        # and a server only accepts a message once it has seen it.
+        return Delivery("lost", "message", reply=str(exc), connection_ok=False)
+    try:
+        code, reply = smtp.getreply()
+    except OSError as exc:
+        return Delivery("unknown", "message", reply=str(exc), connection_ok=False)
+    if _is_2xx(code):
+        return Delivery("accepted", "message", code, _text(reply))
+    if code < 400:  # -1 (unreadable) or a code no server sends here: we cannot tell
+        return Delivery("unknown", "message", code, _text(reply), connection_ok=False)
+    return _refused(smtp, "message", code, reply)
+
+
+def _refused(smtp: smtplib.SMTP, stage: str, code: int, reply: bytes) -> Delivery:
+    """Record a refusal and reset the session so the next message can use it."""
+    connection_ok = code != 421  # 421: the server is closing the connection
+    if connection_ok:
+        try:
+            smtp.rset()
+        except OSError:
+            connection_ok = False
+    return Delivery("refused", stage, code, _text(reply), connection_ok)
+
+
+def _is_2xx(code: int) -> bool:
+    return 200 <= code < 300
+
+
+def _text(reply: bytes) -> str:
+    return reply.decode("utf-8", "replace").replace("\n", " ")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """Return the DATA payload: leading dots doubled (RFC 5321 4.5.2), ended by CRLF.CRLF."""
+    data = re.sub(rb"(?m)^\.", b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def describe_error(exc: OSError) -> str:
+    """Return an SMTP or socket error as one readable line."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_text(exc.smtp_error) if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
