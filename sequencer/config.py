@@ -43,7 +43,7 @@ class WebSettings:
 @dataclass
 class SendingSettings:
     postal_address: str | None = None
-    max_touches_per_lead_per_day: int = 2
+    max_touches_per_lead_per_day: int = 3
     default_daily_cap: int = 200
 
 

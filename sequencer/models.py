@@ -305,6 +305,7 @@ class Task(Base):
 
     lead: so.Mapped[Lead] = so.relationship(lazy="raise")
     owner: so.Mapped[User | None] = so.relationship(lazy="raise")
+    touch: so.Mapped[Touch | None] = so.relationship(lazy="raise")
 
 
 class InboundEvent(Base):

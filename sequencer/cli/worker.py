@@ -1,8 +1,67 @@
-"""`sequencer` subcommands (worker)."""
+"""`sequencer worker`, `serve` and `mailsink`: the long-running processes."""
 from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
 
 import click
 
+from sequencer.cli.base import CliState, pass_state
+
 
 def register(main: click.Group) -> None:
-    pass
+    main.add_command(worker)
+    main.add_command(serve)
+    main.add_command(mailsink)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Do all the work due at this instant (every batch), then exit.")
+@click.option("--batch-size", type=int, help="Enrollments claimed per batch (default [engine] batch_size).")
+@pass_state
+def worker(state: CliState, once: bool, batch_size: int | None) -> None:
+    """Advance every enrolled lead through its cadence."""
+    from sequencer.engine import Engine
+    from sequencer.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = state.runtime(advancing=not once)
+    if once:
+        report = Engine(rt, batch_size=batch_size).run_until_idle()
+        click.echo(json.dumps(dataclasses.asdict(report)))
+        return
+    run_worker(rt)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-scheduler", is_flag=True, help="Serve only; run `sequencer worker` separately.")
+@pass_state
+def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
+    """Run the web app, with the scheduler inside unless --no-scheduler."""
+    from sequencer.web import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(state.runtime(advancing=True), start_scheduler=not no_scheduler)
+    app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1025, show_default=True, type=int)
+@click.option("--outbox", default="var/outbox", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def mailsink(host: str, port: int, outbox: Path) -> None:
+    """Run a local SMTP server that saves every message it receives as a .eml file."""
+    from sequencer.mailsink import MailSink
+
+    with MailSink(host, port, outbox=outbox):
+        click.echo(f"mail sink listening on {host}:{port}, saving to {outbox}/")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass

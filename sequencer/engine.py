@@ -1,0 +1,551 @@
+"""The engine: claim due enrollments, run their step, log the touch, advance.
+
+A batch goes through three short transactions:
+1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL);
+2. plan: check exits, suppressions, windows, channels and throttles; render; write each
+   touch as `sending` (or open a task) and commit, so a crash after this point can never
+   lead to a second send of the same step;
+3. send and settle: hand each channel its whole batch, then record the results and
+   advance the enrollments.
+The number of SQL statements per batch does not depend on the batch size.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer import cadences, suppressions
+from sequencer.calendar import LocalCalendar, NoOpening, Wait
+from sequencer.channels import OutboundTouch, Sender, SendResult, SentTouch
+from sequencer.db import is_sqlite
+from sequencer.exits import end_enrollments, end_for_lead
+from sequencer.messages import choose_variant, render_step, template_context
+from sequencer.models import Cadence, Enrollment, Lead, Mailbox, Step, Task, Touch, TouchAttempt, User
+from sequencer.optouts import unsubscribe_url
+from sequencer.rendering import TemplateProblem
+
+if TYPE_CHECKING:
+    from sequencer.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+TASK_KIND = {"voice": "call", "email": "email", "sms": "sms", "task": "task"}
+# Touches that count towards throttles: anything that reached (or may have reached) the lead.
+COUNTED = ("sending", "sent", "delivered", "unknown", "completed", "pending")
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    tasks: int = 0
+    deferred: int = 0
+    paused: int = 0
+    retried: int = 0
+    failed: int = 0
+    exited: int = 0
+    statements: int = 0
+
+    def add(self, other: BatchReport) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Planned:
+    """A touch committed as `sending`, waiting for its channel's answer."""
+
+    enrollment_id: int
+    touch_id: int
+    attempt: int
+    outbound: OutboundTouch
+
+
+@dataclass
+class _Plan:
+    outbound: dict[str, list[_Planned]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Engine:
+    def __init__(self, runtime: Runtime, *, worker_id: str | None = None, batch_size: int | None = None) -> None:
+        self.rt = runtime
+        self.config = runtime.settings.engine
+        self.batch_size = batch_size or self.config.batch_size
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run_until_idle(self, max_batches: int | None = None) -> BatchReport:
+        """Do every piece of work due now, batch after batch, then return the totals."""
+        total = BatchReport()
+        self.housekeeping()
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            report = self.run_batch()
+            total.add(report)
+            batches += 1
+            if report.claimed == 0:
+                break
+        return total
+
+    def housekeeping(self) -> None:
+        """Recover expired leases and resume enrollments whose channel is back."""
+        with self.rt.session() as session:
+            self.recover_expired_leases(session)
+            self.resume_available_channels(session)
+            self.resume_after_out_of_office(session)
+
+    def run_batch(self) -> BatchReport:
+        report = BatchReport()
+        with self.rt.session() as session:
+            ids = self.claim(session)
+        report.claimed = len(ids)
+        if not ids:
+            return report
+        with self.rt.session() as session:
+            plan = self.plan(session, ids, report)
+        results = self.send(plan)
+        with self.rt.session() as session:
+            self.settle(session, plan, results, report)
+        return report
+
+    # -- 1. claim -----------------------------------------------------------------------------
+
+    def db_now(self, session: so.Session, plus_seconds: float = 0) -> Any:
+        """Return the database clock (leases use it, so workers on other hosts agree)."""
+        if is_sqlite(session):
+            return sa.func.datetime("now", f"{plus_seconds:+.0f} seconds") if plus_seconds else sa.func.datetime("now")
+        return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, plus_seconds) if plus_seconds else sa.func.now()
+
+    def claim(self, session: so.Session) -> list[int]:
+        """Lease a batch of due enrollments of active cadences."""
+        query = (
+            sa.select(Enrollment.id)
+            .join(Cadence, Cadence.id == Enrollment.cadence_id)
+            .where(Enrollment.state == "active", Enrollment.next_due_at <= self.rt.now(), Cadence.state == "active",
+                   sa.or_(Enrollment.lease_until.is_(None), Enrollment.lease_until < self.db_now(session)))
+            .order_by(Enrollment.next_due_at)
+            .limit(self.batch_size)
+        )
+        if not is_sqlite(session):
+            query = query.with_for_update(skip_locked=True, of=Enrollment)
+        ids = list(session.scalars(query))
+        if ids:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_(ids)).values(
+                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+        return ids
+
+    def recover_expired_leases(self, session: so.Session) -> None:
+        """A `sending` touch whose lease expired may or may not have gone out: a person decides."""
+        expired = sa.select(Enrollment.id).where(Enrollment.lease_until < self.db_now(session))
+        stuck = list(session.scalars(sa.update(Touch).where(Touch.status == "sending", Touch.enrollment_id.in_(expired))
+                                     .values(status="unknown", error="the worker stopped while sending; "
+                                             "resolve with `sequencer touches resolve`", updated_at=self.rt.now())
+                                     .returning(Touch.enrollment_id)))
+        if stuck:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_(stuck)).values(
+                state="needs_review", paused_reason="unknown_send", next_due_at=None))
+            log.warning("%d touches were left sending by a stopped worker; marked unknown", len(stuck))
+        session.execute(sa.update(Enrollment).where(Enrollment.lease_until < self.db_now(session))
+                        .values(lease_owner=None, lease_until=None))
+
+    def resume_available_channels(self, session: so.Session) -> None:
+        """Resume enrollments paused for a channel that can send again."""
+        status = self.rt.plugins.channel_status(session)
+        ready = [name for name, reason in status.items() if reason is None]
+        if not ready:
+            return
+        current_step = sa.select(Step.id).where(Step.cadence_id == Enrollment.cadence_id,
+                                                Step.position == Enrollment.step_position,
+                                                Step.channel.in_(ready)).exists()
+        session.execute(sa.update(Enrollment)
+                        .where(Enrollment.state == "paused", Enrollment.paused_reason == "channel_unavailable",
+                               current_step)
+                        .values(state="active", paused_reason=None, next_due_at=self.rt.now()))
+
+    def resume_after_out_of_office(self, session: so.Session) -> None:
+        now = self.rt.now()
+        session.execute(sa.update(Enrollment)
+                        .where(Enrollment.state == "paused", Enrollment.paused_reason == "out_of_office",
+                               Enrollment.resume_at <= now)
+                        .values(state="active", paused_reason=None, resume_at=None,
+                                next_due_at=sa.func.coalesce(Enrollment.next_due_at, now)))
+
+    # -- 2. plan ----------------------------------------------------------------------------
+
+    def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> _Plan:
+        now = self.rt.now()
+        enrollments = list(session.scalars(
+            sa.select(Enrollment).where(Enrollment.id.in_(ids))
+            .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.mailbox),
+                     so.joinedload(Enrollment.cadence).selectinload(Cadence.steps))
+        ).unique())
+        leads = [e.lead for e in enrollments]
+        owners = {u.id: u for u in session.scalars(
+            sa.select(User).where(User.id.in_({lead.owner_id for lead in leads if lead.owner_id})))}
+        steps = {e.id: _current_step(e) for e in enrollments}
+        channel_status = self.rt.plugins.channel_status(session)
+        blocked = {channel: suppressions.blocked_leads(session, leads, channel)
+                   for channel in {s.channel for s in steps.values() if s is not None}}
+        existing = {(t.enrollment_id, t.step_key): t for t in session.scalars(
+            sa.select(Touch).where(Touch.enrollment_id.in_(ids)))}
+        attempts = dict(session.execute(
+            sa.select(TouchAttempt.touch_id, sa.func.max(TouchAttempt.number))
+            .where(TouchAttempt.touch_id.in_([t.id for t in existing.values()]))
+            .group_by(TouchAttempt.touch_id)).all()) if existing else {}
+        day_ago = now - timedelta(hours=24)
+        mailbox_sent = Counter(dict(session.execute(
+            sa.select(Touch.mailbox_id, sa.func.count())
+            .where(Touch.mailbox_id.in_({e.mailbox_id for e in enrollments if e.mailbox_id}),
+                   Touch.channel == "email", Touch.created_at > day_ago, Touch.status.in_(COUNTED))
+            .group_by(Touch.mailbox_id)).all()))
+        lead_touches = Counter(dict(session.execute(
+            sa.select(Touch.lead_id, sa.func.count())
+            .where(Touch.lead_id.in_([lead.id for lead in leads]), Touch.created_at > day_ago,
+                   Touch.status.in_(COUNTED))
+            .group_by(Touch.lead_id)).all()))
+        max_per_lead = self.rt.settings.sending.max_touches_per_lead_per_day
+
+        plan = _Plan()
+        new_touches: list[tuple[Enrollment, Touch, int, OutboundTouch | None]] = []
+        for e in enrollments:
+            e.lease_owner = e.lease_until = None
+            step, lead = steps[e.id], e.lead
+            if step is None:
+                self._finish(session, e, now, report)
+                continue
+            if lead.opted_out_at:
+                report.exited += len(end_for_lead(session, lead, state="opted_out", reason="opted out", now=now,
+                                                  plugins=self.rt.plugins))
+                continue
+            if lead.id in blocked[step.channel]:
+                report.exited += len(end_enrollments(session, [e.id], state="removed", now=now,
+                                                     reason=f"suppressed: {blocked[step.channel][lead.id]}",
+                                                     plugins=self.rt.plugins))
+                continue
+            touch = existing.get((e.id, step.key))
+            if touch is not None and touch.status not in ("pending", "failed"):
+                self._repair(e, step, touch, now)
+                continue
+            missing = _missing_address(step, lead)
+            if missing:
+                self._skip_step(session, e, step, touch, now, missing, report)
+                continue
+            calendar = _calendar(e.cadence, lead)
+            try:
+                if not calendar.is_open(now):
+                    e.next_due_at = calendar.next_opening(now)
+                    report.deferred += 1
+                    continue
+            except NoOpening as exc:
+                self._pause(e, "no_sending_window", report)
+                log.warning("enrollment %s: %s", e.id, exc)
+                continue
+            if step.action == "auto":
+                reason = self._cannot_send(e, step, channel_status)
+                if reason:
+                    self._pause(e, reason, report)
+                    continue
+                if step.channel == "email" and mailbox_sent[e.mailbox_id] >= e.mailbox.daily_cap:
+                    # Caps are a rolling 24 hours, as providers count them; look again later.
+                    e.next_due_at = calendar.next_opening(now + timedelta(minutes=30))
+                    report.deferred += 1
+                    continue
+            if lead_touches[lead.id] >= max_per_lead:
+                e.next_due_at = calendar.next_opening(now + timedelta(hours=1))
+                report.deferred += 1
+                continue
+            lead_touches[lead.id] += 1
+            variant = choose_variant(step, e.id)
+            context = template_context(lead, owners.get(lead.owner_id), e.mailbox, plugins=self.rt.plugins,
+                                       base_url=self.rt.settings.web.base_url,
+                                       secret_key=self.rt.settings.web.secret_key)
+            if touch is None:
+                touch = Touch(enrollment_id=e.id, step_key=step.key, lead_id=lead.id, mailbox_id=e.mailbox_id,
+                              channel=step.channel, action=step.action, due_at=e.next_due_at, created_at=now)
+                session.add(touch)
+            touch.variant_key = variant.get("key") if variant else None
+            touch.updated_at = now
+            if step.action == "manual":
+                self._open_task(session, e, step, touch, variant, context, owners, now, report)
+                continue
+            try:
+                rendered = render_step(self.rt.renderer, step, variant, context, thread_subject=e.thread_subject)
+                outbound = self._outbound(e, step, touch, lead, rendered, context)
+                self.rt.plugins.channel(step.channel).prepare(outbound)
+            except (TemplateProblem, ValueError) as exc:
+                reason = exc.reason if isinstance(exc, TemplateProblem) else str(exc)
+                touch.status, touch.error = "failed", reason
+                self._pause(e, "template_error", report)
+                mailbox_sent  # noqa: B018 - nothing was sent, so nothing is counted
+                continue
+            mailbox_sent[e.mailbox_id] += step.channel == "email"
+            touch.status, touch.error, touch.retry_at = "sending", None, None
+            touch.subject, touch.body_text, touch.body_html = rendered.subject, outbound.text, outbound.html
+            touch.message_id = outbound.message_id
+            # Keep the lease until settle(): a crash from here on leaves a `sending` touch to review.
+            e.lease_owner, e.lease_until = self.worker_id, self.db_now(session, self.config.lease_seconds)
+            new_touches.append((e, touch, attempts.get(touch.id, 0) + 1 if touch.id else 1, outbound))
+        session.flush()
+        session.add_all(TouchAttempt(touch_id=t.id, number=n, started_at=now) for _, t, n, _ in new_touches)
+        for e, touch, number, outbound in new_touches:
+            outbound.touch_id, outbound.attempt = touch.id, number
+            plan.outbound[touch.channel].append(_Planned(e.id, touch.id, number, outbound))
+        return plan
+
+    def _cannot_send(self, e: Enrollment, step: Step, channel_status: dict[str, str | None]) -> str | None:
+        if step.channel not in channel_status or channel_status[step.channel] is not None:
+            return "channel_unavailable"
+        if step.channel == "email":
+            if e.mailbox is None:
+                return "no_mailbox"
+            if e.mailbox.state == "held":
+                return "mailbox_held"
+        return None
+
+    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any,
+                  context: dict[str, Any]) -> OutboundTouch:
+        sender = None
+        message_id = in_reply_to = references = None
+        if e.mailbox is not None:
+            mb = e.mailbox
+            sender = Sender(address=mb.address, display_name=mb.display_name, signature=mb.signature,
+                            transport=mb.transport or {})
+        if step.channel == "email":
+            domain = (e.mailbox.address if e.mailbox else "sequencer.invalid").rpartition("@")[2]
+            message_id = touch.message_id or make_msgid(idstring=f"t{e.id}.{step.key}", domain=domain)
+            if step.thread and e.thread_message_id:
+                in_reply_to, references = e.thread_message_id, e.thread_references
+        return OutboundTouch(
+            touch_id=touch.id or 0, attempt=0, channel=step.channel, to_email=lead.email, to_phone=lead.phone,
+            to_name=lead.full_name, sender=sender, subject=rendered.subject, text=rendered.text, html=rendered.html,
+            message_id=message_id, in_reply_to=in_reply_to, references=references,
+            unsubscribe_url=unsubscribe_url(self.rt.settings.web.base_url, self.rt.settings.web.secret_key, lead.id),
+        )
+
+    def _open_task(self, session: so.Session, e: Enrollment, step: Step, touch: Touch, variant: Any,
+                   context: dict[str, Any], owners: dict[int, User], now: datetime, report: BatchReport) -> None:
+        """Open a task for the lead's owner; the enrollment waits until it is done or skipped."""
+        try:
+            instructions = render_step(self.rt.renderer, step, variant, context).text
+        except TemplateProblem as exc:
+            # A rep can still call: show the script's problem instead of blocking the call.
+            instructions = f"(The call script could not be prepared: {exc.reason})"
+        lead = e.lead
+        verb = {"voice": "Call", "email": "Email", "sms": "Text"}.get(step.channel, "Task for")
+        who = lead.full_name or lead.email or lead.phone or f"lead {lead.id}"
+        title = f"{verb} {who}" + (f" ({lead.company})" if lead.company else "")
+        touch.status, touch.subject, touch.body_text = "pending", step.subject, instructions
+        session.add(Task(owner_id=lead.owner_id, lead=lead, enrollment_id=e.id, kind=TASK_KIND[step.channel],
+                         title=title, instructions=instructions, due_at=now, state="open", created_at=now,
+                         priority=_task_priority(step.channel), touch=touch))
+        e.state, e.next_due_at = "waiting_task", None
+        report.tasks += 1
+
+    def _skip_step(self, session: so.Session, e: Enrollment, step: Step, touch: Touch | None, now: datetime,
+                   reason: str, report: BatchReport) -> None:
+        if touch is None:
+            touch = Touch(enrollment_id=e.id, step_key=step.key, lead_id=e.lead_id, mailbox_id=e.mailbox_id,
+                          channel=step.channel, action=step.action, due_at=e.next_due_at, created_at=now)
+            session.add(touch)
+        touch.status, touch.error, touch.updated_at = "skipped", reason, now
+        advance(e, now)
+        if e.exited_at:
+            report.exited += 1
+
+    def _repair(self, e: Enrollment, step: Step, touch: Touch, now: datetime) -> None:
+        """Bring an enrollment in line with a touch that already exists for its step."""
+        if touch.status in ("sent", "delivered", "completed", "skipped"):
+            advance(e, touch.sent_at or now)
+        elif touch.status == "sending":
+            touch.status = "unknown"
+            e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
+        elif touch.status == "unknown":
+            e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
+
+    def _pause(self, e: Enrollment, reason: str, report: BatchReport) -> None:
+        e.state, e.paused_reason = "paused", reason
+        report.paused += 1
+
+    def _finish(self, session: so.Session, e: Enrollment, now: datetime, report: BatchReport) -> None:
+        report.exited += len(end_enrollments(session, [e.id], state="finished", reason="completed", now=now,
+                                             plugins=self.rt.plugins))
+
+    # -- 3. send and settle -----------------------------------------------------------------
+
+    def send(self, plan: _Plan) -> dict[int, SendResult]:
+        """Hand each channel its part of the batch; a crashing channel fails only its own touches."""
+        results: dict[int, SendResult] = {}
+        for channel_name, items in plan.outbound.items():
+            channel = self.rt.plugins.channel(channel_name)
+            try:
+                answers = channel.send_batch([item.outbound for item in items])
+            except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose the batch's bookkeeping
+                log.exception("channel %s crashed in send_batch", channel_name)
+                answers = [SendResult(item.touch_id, accepted=False, provider_status="unknown",
+                                      error=f"channel {channel_name} crashed: {exc!r}") for item in items]
+            results.update({answer.touch_id: answer for answer in answers})
+        return results
+
+    def settle(self, session: so.Session, plan: _Plan, results: dict[int, SendResult], report: BatchReport) -> None:
+        now = self.rt.now()
+        items = [item for batch in plan.outbound.values() for item in batch]
+        if not items:
+            return
+        touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.id.in_([i.touch_id for i in items])))}
+        enrollments = {e.id: e for e in session.scalars(
+            sa.select(Enrollment).where(Enrollment.id.in_([i.enrollment_id for i in items]))
+            .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.cadence).selectinload(Cadence.steps)))
+            .unique()}
+        attempts = {(a.touch_id, a.number): a for a in session.scalars(
+            sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches))))}
+        sent_events: list[SentTouch] = []
+        for item in items:
+            touch, e = touches[item.touch_id], enrollments[item.enrollment_id]
+            attempt = attempts[(item.touch_id, item.attempt)]
+            result = results.get(item.touch_id) or SendResult(item.touch_id, accepted=False, provider_status="unknown",
+                                                              error="the channel returned no result for this touch")
+            attempt.finished_at, touch.updated_at = now, now
+            e.lease_owner = e.lease_until = None
+            touch.provider_status = result.provider_status
+            if result.accepted:
+                touch.status, touch.sent_at, touch.provider_id = "sent", now, result.provider_id
+                if touch.channel == "email":
+                    _thread(e, touch)
+                advance(e, now)
+                report.sent += 1
+                sent_events.append(SentTouch(touch.id, e.lead_id, touch.channel, touch.step_key,
+                                             touch.provider_id, touch.message_id, now))
+            elif result.recipient_problem:
+                attempt.error = touch.error = result.error or result.recipient_problem
+                touch.status = "failed"
+                self._recipient_problem(session, e, touch, result.recipient_problem, now)
+                report.exited += 1
+            elif result.retryable and item.attempt < self.config.max_attempts:
+                retry_at = now + timedelta(seconds=self.config.retry_base_seconds * 2 ** (item.attempt - 1))
+                attempt.error, attempt.retry_at = result.error, retry_at
+                touch.status, touch.error, touch.retry_at = "pending", result.error, retry_at
+                e.next_due_at = retry_at
+                report.retried += 1
+            elif result.retryable or result.provider_status != "unknown":
+                attempt.error = touch.error = result.error
+                touch.status = "failed"
+                if result.retryable:
+                    report.exited += len(end_enrollments(
+                        session, [e.id], state="failed", now=now, plugins=self.rt.plugins,
+                        reason=f"step {touch.step_key} failed after {item.attempt} attempts: {result.error}"))
+                else:
+                    # The provider refused this message for a reason that is not the lead's
+                    # address (too big, filtered...): the touch failed, the cadence goes on.
+                    advance(e, now)
+                report.failed += 1
+            else:
+                attempt.error = touch.error = result.error
+                touch.status = "unknown"
+                e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
+                report.failed += 1
+        session.flush()
+        for event in sent_events:
+            self.rt.plugins.hook.touch_sent(touch=event)
+
+    def _recipient_problem(self, session: so.Session, e: Enrollment, touch: Touch, problem: str, now: datetime) -> None:
+        lead = e.lead
+        if problem == "opted_out":
+            from sequencer.optouts import opt_out
+
+            opt_out(session, lead, now=now, source=f"{touch.channel}_provider", detail=touch.error or "",
+                    plugins=self.rt.plugins)
+            return
+        kind, value = ("email", lead.email) if touch.channel == "email" else ("phone", lead.phone)
+        if touch.channel == "email":
+            lead.email_invalid = True
+        else:
+            lead.phone_wrong = True
+        if value:
+            suppressions.add(session, kind, value, reason=f"{problem}: {touch.error}", source=f"{touch.channel}_send",
+                             now=now)
+        end_for_lead(session, lead, state="bounced", reason=f"{problem}: {touch.error}", now=now,
+                     plugins=self.rt.plugins)
+
+
+
+def advance(e: Enrollment, executed_at: datetime) -> None:
+    """Move past the current step: waits count from `executed_at`; the last step finishes.
+
+    Needs e.cadence (with steps) and e.lead loaded.
+    """
+    steps = e.cadence.steps
+    e.step_position += 1
+    e.anchor_at = executed_at
+    e.state, e.paused_reason = "active", None
+    if e.step_position >= len(steps):
+        e.state, e.exit_reason, e.exited_at, e.next_due_at = "finished", "completed", executed_at, None
+        return
+    wait = Wait.parse(steps[e.step_position].wait)
+    calendar = _calendar(e.cadence, e.lead)
+    try:
+        e.next_due_at = calendar.due_at(executed_at, wait)
+    except NoOpening:
+        # The engine pauses it as no_sending_window when it comes due.
+        e.next_due_at = calendar.add_wait(executed_at, wait)
+
+
+def _current_step(e: Enrollment) -> Step | None:
+    steps = e.cadence.steps
+    return steps[e.step_position] if e.step_position < len(steps) else None
+
+
+def _missing_address(step: Step, lead: Lead) -> str | None:
+    if step.channel == "email" and step.action == "auto" and (not lead.email or lead.email_invalid):
+        return "the lead has no valid email address"
+    if step.channel in ("sms", "voice") and (not lead.phone or lead.phone_wrong):
+        return "the lead has no valid phone number"
+    return None
+
+
+def _task_priority(channel: str) -> int:
+    # Calls first: they are time-bound to the lead's day; then manual emails, then the rest.
+    return {"voice": 30, "email": 20, "sms": 20}.get(channel, 10)
+
+
+def _thread(e: Enrollment, touch: Touch) -> None:
+    """Remember the conversation so `thread = true` steps reply in it."""
+    if e.thread_message_id is None:
+        e.thread_subject = touch.subject
+    e.thread_references = " ".join(filter(None, [e.thread_references, touch.message_id]))
+    e.thread_message_id = touch.message_id
+
+
+def _calendar(cadence: Cadence, lead: Lead) -> LocalCalendar:
+    return _cached_calendar(cadence.id, _freeze(cadence.schedule), lead.zones(), lead.country)
+
+
+@lru_cache(maxsize=4096)
+def _cached_calendar(cadence_id: int, schedule: tuple, zones: tuple[str, ...], country: str | None) -> LocalCalendar:
+    # Leads of one cadence share a handful of (zones, country) pairs: build each calendar once.
+    lead = _LeadPlace(zones, country)
+    return cadences.calendar_for_lead(dict(schedule), lead)
+
+
+@dataclass(frozen=True)
+class _LeadPlace:
+    _zones: tuple[str, ...]
+    country: str | None
+
+    def zones(self) -> tuple[str, ...]:
+        return self._zones
+
+
+def _freeze(schedule: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (schedule or {}).items()))

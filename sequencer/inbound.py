@@ -1,0 +1,185 @@
+"""Acting on inbound mail: replies end cadences, auto-replies pause them, bounces and complaints by cause."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer import suppressions
+from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
+from sequencer.mailreading import MailReading, as_dict, read_message
+from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch
+from sequencer.optouts import opt_out
+
+if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
+
+
+@dataclass
+class InboundResult:
+    kind: str
+    lead_id: int | None = None
+    actions: list[str] = field(default_factory=list)
+
+
+def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plugins) -> InboundResult:
+    """Read one RFC 5322 message, record it against the lead, and act on that reading."""
+    reading = read_message(raw, today=now.date())
+    touch = _match_touch(session, reading.references)
+    lead = session.get(Lead, touch.lead_id) if touch else _lead_by_email(session, reading.sender)
+    result = InboundResult(kind=reading.kind, lead_id=lead.id if lead else None)
+    if reading.kind in ("bounce", "complaint"):
+        _act_on_failures(session, reading, touch, now, plugins, result)
+    elif lead is not None and reading.kind == "reply":
+        _act_on_reply(session, reading, lead, touch, now, plugins, result)
+    elif lead is not None and reading.kind == "auto_reply":
+        _act_on_auto_reply(session, reading, lead, now, result)
+    elif touch is not None and reading.kind == "delivery_report":
+        touch.provider_status = "delivered"
+        if touch.status == "sent":
+            touch.status = "delivered"
+        result.actions.append(f"touch {touch.id} delivered")
+    event = InboundEvent(
+        kind=reading.kind, channel="email", received_at=now, lead_id=result.lead_id,
+        touch_id=touch.id if touch else None, mailbox_id=touch.mailbox_id if touch else None,
+        message_id=reading.message_id or None, summary=_summary(reading, result),
+        classification={**as_dict(reading), "actions": result.actions, "cause": _cause(reading)},
+        raw=raw.decode("utf-8", errors="replace"),
+    )
+    session.add(event)
+    session.flush()
+    plugins.hook.inbound_received(event=event)
+    return result
+
+
+def _act_on_reply(session: so.Session, reading: MailReading, lead: Lead, touch: Touch | None, now: datetime,
+                  plugins: Plugins, result: InboundResult) -> None:
+    if reading.opt_out:
+        opt_out(session, lead, now=now, source="reply", detail=reading.reply_text[:500], plugins=plugins)
+        result.actions.append("opted out (asked to be removed)")
+    # The replied-to enrollment first (its exit scope may widen), then any other live one of the lead.
+    candidates = ([touch.enrollment_id] if touch else []) + live_enrollment_ids(session, [lead.id])
+    ended: list[int] = []
+    for enrollment_id in dict.fromkeys(candidates):
+        enrollment = session.get(Enrollment, enrollment_id)
+        if enrollment.state in LIVE_STATES:
+            ended += end_on_event(session, enrollment, event="reply", state="replied", reason="replied",
+                                  now=now, plugins=plugins)
+    if ended:
+        result.actions.append(f"ended {len(ended)} enrollment(s) as replied")
+    who = lead.full_name or lead.email
+    session.add(Task(owner_id=lead.owner_id, lead_id=lead.id, touch_id=touch.id if touch else None, kind="reply",
+                     title=f"Reply received from {who}: {reading.subject}"[:500],
+                     instructions=reading.reply_text, due_at=now, priority=40, created_at=now))
+    result.actions.append("opened a reply task for the owner")
+
+
+def _act_on_auto_reply(session: so.Session, reading: MailReading, lead: Lead, now: datetime,
+                       result: InboundResult) -> None:
+    """An out-of-office is not a reply: pause until the next working day after the return date."""
+    if reading.return_date is None:
+        result.actions.append("auto-reply without a return date: the cadence goes on")
+        return
+    resume_at = _next_working_morning(reading.return_date, lead)
+    if resume_at <= now:
+        return
+    paused = session.execute(
+        sa.update(Enrollment)
+        .where(Enrollment.lead_id == lead.id, Enrollment.state.in_(("active", "waiting_task")))
+        .values(state="paused", paused_reason="out_of_office", resume_at=resume_at)
+    ).rowcount
+    result.actions.append(f"paused {paused} enrollment(s) until {resume_at.isoformat()}")
+
+
+def _next_working_morning(back: date, lead: Lead) -> datetime:
+    day = back + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    zone = ZoneInfo(lead.zones()[0] if lead.zones() else "UTC")
+    return datetime.combine(day, time(0, 0), zone).astimezone(ZoneInfo("UTC"))
+
+
+def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, now: datetime,
+                     plugins: Plugins, result: InboundResult) -> None:
+    for address in reading.addresses:
+        lead = _lead_by_email(session, address.address) or (session.get(Lead, touch.lead_id) if touch else None)
+        if lead is not None:
+            result.lead_id = result.lead_id or lead.id
+        why = f"{address.status} {address.reason}".strip()
+        if address.cause == "recipient_invalid":
+            suppressions.add(session, "email", address.address, reason=f"invalid address: {why}"[:1000],
+                             source="bounce", now=now)
+            if lead is not None:
+                lead.email_invalid = True
+                end_for_lead(session, lead, state="bounced", reason=f"invalid address: {why}"[:200], now=now,
+                             plugins=plugins)
+            if touch is not None:
+                touch.status, touch.provider_status, touch.error = "failed", "bounced", why
+            result.actions.append(f"suppressed {address.address} (invalid address)")
+        elif address.cause == "complaint":
+            if reading.suppress and lead is not None:
+                opt_out(session, lead, now=now, source="complaint", detail=why, plugins=plugins)
+                result.actions.append(f"opted out {address.address} (complaint)")
+            elif reading.suppress:
+                suppressions.add(session, "email", address.address, reason=f"complaint: {why}", source="complaint",
+                                 now=now)
+                result.actions.append(f"suppressed {address.address} (complaint)")
+        elif address.cause == "sender_problem":
+            mailbox = session.get(Mailbox, touch.mailbox_id) if touch and touch.mailbox_id else None
+            if mailbox is not None and mailbox.state != "held":
+                mailbox.state, mailbox.held_at = "held", now
+                mailbox.held_reason = f"a bounce blamed our sending setup: {why}"[:1000]
+                result.actions.append(f"held mailbox {mailbox.address}")
+        elif address.cause == "transient" and touch is not None:
+            if _retry_touch(session, touch, now, why):
+                result.actions.append(f"touch {touch.id} will be retried")
+        elif address.cause == "other" and touch is not None:
+            touch.status, touch.provider_status, touch.error = "failed", "bounced", why
+            result.actions.append(f"touch {touch.id} failed: {why}")
+
+
+def _retry_touch(session: so.Session, touch: Touch, now: datetime, why: str) -> bool:
+    """Send a temporarily failed touch again, if its enrollment has not moved past the next step."""
+    enrollment = session.scalars(
+        sa.select(Enrollment).where(Enrollment.id == touch.enrollment_id)
+        .options(so.selectinload(Enrollment.cadence).selectinload(Cadence.steps))
+    ).one()
+    keys = [s.key for s in enrollment.cadence.steps]
+    if enrollment.state != "active" or touch.step_key not in keys:
+        return False
+    position = keys.index(touch.step_key)
+    if enrollment.step_position != position + 1:
+        return False
+    touch.status, touch.error, touch.retry_at = "pending", f"temporary failure: {why}", now + timedelta(hours=1)
+    enrollment.step_position, enrollment.next_due_at = position, touch.retry_at
+    return True
+
+
+def _match_touch(session: so.Session, references: tuple[str, ...]) -> Touch | None:
+    """Find our touch by the Message-IDs the message refers to, newest reference first."""
+    if not references:
+        return None
+    touches = {t.message_id: t for t in session.scalars(sa.select(Touch).where(Touch.message_id.in_(references)))}
+    return next((touches[ref] for ref in references if ref in touches), None)
+
+
+def _lead_by_email(session: so.Session, address: str) -> Lead | None:
+    if not address:
+        return None
+    return session.scalar(sa.select(Lead).where(Lead.email_normalized == address.strip().lower()))
+
+
+def _cause(reading: MailReading) -> str | None:
+    causes = {a.cause for a in reading.addresses}
+    return ",".join(sorted(causes)) if causes else None
+
+
+def _summary(reading: MailReading, result: InboundResult) -> str:
+    if reading.kind == "reply":
+        return reading.reply_text[:500]
+    parts = [f"{a.address}: {a.cause} {a.status} {a.reason}".strip() for a in reading.addresses]
+    return "; ".join(parts + result.actions)[:1000] or reading.subject

@@ -1,0 +1,113 @@
+"""Reps' tasks: the daily list, and logging the outcome of each."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer.engine import advance
+from sequencer.exits import end_on_event
+from sequencer.models import Cadence, Enrollment, Lead, Task, Touch, User
+
+if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
+
+
+class TaskError(ValueError):
+    """A task action that cannot be done; the message says why and what to do."""
+
+
+def list_tasks(session: so.Session, *, rep: User | None, day: date | None, now: datetime) -> list[dict[str, Any]]:
+    """Return open tasks due by the end of `day` in the rep's zone (overdue included), most urgent first."""
+    zone = ZoneInfo(rep.timezone if rep else "UTC")
+    day = day or now.astimezone(zone).date()
+    end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+    query = (
+        sa.select(Task, Lead, Touch.step_key, Touch.channel, Touch.action, Cadence.name)
+        .join(Lead, Lead.id == Task.lead_id)
+        .outerjoin(Touch, Touch.id == Task.touch_id)
+        .outerjoin(Enrollment, Enrollment.id == Task.enrollment_id)
+        .outerjoin(Cadence, Cadence.id == Enrollment.cadence_id)
+        .where(Task.state == "open", Task.due_at < end_of_day)
+        .order_by(Task.priority.desc(), Task.due_at, Task.id)
+    )
+    if rep is not None:
+        query = query.where(Task.owner_id == rep.id)
+    rows = []
+    for task, lead, step_key, channel, action, cadence in session.execute(query):
+        rows.append({
+            "id": task.id, "kind": task.kind, "title": task.title, "lead_id": lead.id, "lead_email": lead.email,
+            "lead_phone": lead.phone, "lead_name": lead.full_name, "company": lead.company,
+            "channel": channel or task.kind, "action": action or "manual", "cadence": cadence, "step": step_key,
+            "due_at": task.due_at, "overdue": task.due_at < now, "state": task.state, "priority": task.priority,
+            "instructions": task.instructions,
+        })
+    return rows
+
+
+def complete_task(session: so.Session, task_id: int, *, outcome: str | None, notes: str | None, now: datetime,
+                  outcomes: list[str], plugins: Plugins | None = None, call_back_at: datetime | None = None) -> Task:
+    """Mark a task done with its outcome, then move the lead's enrollment on (or end it on a meeting)."""
+    task = _open_task(session, task_id)
+    if outcome is not None and outcome not in outcomes:
+        raise TaskError(f"outcome '{outcome}' is not one of: {', '.join(outcomes)} (configure [tasks] outcomes)")
+    task.state, task.outcome, task.notes, task.completed_at = "done", outcome, notes, now
+    touch = session.get(Touch, task.touch_id) if task.touch_id else None
+    if touch is not None:
+        touch.outcome, touch.notes, touch.updated_at = outcome, notes, now
+    enrollment = _enrollment(session, task)
+    if outcome == "call_back_later":
+        # The same touch stays open: a new task, the enrollment keeps waiting.
+        session.add(Task(owner_id=task.owner_id, lead_id=task.lead_id, touch_id=task.touch_id,
+                         enrollment_id=task.enrollment_id, kind=task.kind, title=task.title,
+                         instructions=task.instructions, due_at=call_back_at or now + timedelta(days=1),
+                         priority=task.priority, created_at=now))
+        return task
+    if touch is not None:
+        touch.status, touch.sent_at = "completed", now
+    if outcome == "wrong_number":
+        session.get(Lead, task.lead_id).phone_wrong = True
+    if enrollment is None:
+        return task
+    if outcome == "meeting_booked" and end_on_event(session, enrollment, event="meeting", state="finished",
+                                                    reason="meeting booked", now=now, plugins=plugins):
+        return task
+    if enrollment.state == "waiting_task":
+        advance(enrollment, now)
+    return task
+
+
+def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime) -> Task:
+    """Skip a task with a reason; the enrollment continues from now."""
+    if not reason.strip():
+        raise TaskError("say why the task is skipped: --reason TEXT")
+    task = _open_task(session, task_id)
+    task.state, task.notes, task.completed_at = "skipped", reason, now
+    if task.touch_id:
+        touch = session.get(Touch, task.touch_id)
+        touch.status, touch.error, touch.updated_at = "skipped", reason, now
+    enrollment = _enrollment(session, task)
+    if enrollment is not None and enrollment.state == "waiting_task":
+        advance(enrollment, now)
+    return task
+
+
+def _open_task(session: so.Session, task_id: int) -> Task:
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise TaskError(f"no task {task_id}; list them with `sequencer tasks`")
+    if task.state != "open":
+        raise TaskError(f"task {task_id} is already {task.state}")
+    return task
+
+
+def _enrollment(session: so.Session, task: Task) -> Enrollment | None:
+    if task.enrollment_id is None:
+        return None
+    return session.scalars(
+        sa.select(Enrollment).where(Enrollment.id == task.enrollment_id)
+        .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.cadence).selectinload(Cadence.steps))
+    ).unique().one()

@@ -1,0 +1,56 @@
+"""A lead's timeline: every enrollment, touch, attempt, task and inbound event, in time order."""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer.models import Enrollment, InboundEvent, Lead, Task, Touch, TouchAttempt
+
+
+def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
+    """Return the lead's history as rows with at, kind, channel, status, cadence, step, detail."""
+    cadence_of = dict(session.execute(sa.select(Enrollment.id, Enrollment.cadence_name)
+                                      .where(Enrollment.lead_id == lead.id)).all())
+    rows: list[dict[str, Any]] = []
+
+    def row(at, kind, *, channel=None, status=None, enrollment_id=None, step=None, detail="", **more):  # noqa: ANN001
+        rows.append({"at": at, "kind": kind, "channel": channel, "status": status,
+                     "cadence": cadence_of.get(enrollment_id), "step": step, "detail": detail, **more})
+
+    for e in session.scalars(sa.select(Enrollment).where(Enrollment.lead_id == lead.id)):
+        row(e.enrolled_at, "enrolled", status=e.state, enrollment_id=e.id, detail=f"cadence {e.cadence_name}")
+        if e.exited_at:
+            row(e.exited_at, "exited", status=e.state, enrollment_id=e.id, detail=e.exit_reason or "")
+    touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id))}
+    for t in touches.values():
+        detail = t.subject or ""
+        if t.error:
+            detail = f"{detail} - {t.error}" if detail else t.error
+        if t.outcome:
+            detail = f"{detail} - outcome {t.outcome}" + (f": {t.notes}" if t.notes else "")
+        row(t.sent_at or t.created_at, "touch", channel=t.channel, status=t.status, enrollment_id=t.enrollment_id,
+            step=t.step_key, detail=detail, touch_id=t.id, message_id=t.message_id, variant=t.variant_key)
+    if touches:
+        for a in session.scalars(sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches)))):
+            t = touches[a.touch_id]
+            row(a.started_at, "attempt", channel=t.channel, status="error" if a.error else "ok",
+                enrollment_id=t.enrollment_id, step=t.step_key,
+                detail=f"attempt {a.number}" + (f": {a.error}" if a.error else ""))
+    for task in session.scalars(sa.select(Task).where(Task.lead_id == lead.id)):
+        step = touches[task.touch_id].step_key if task.touch_id in touches else None
+        row(task.created_at, "task", channel=task.kind, status="open", enrollment_id=task.enrollment_id, step=step,
+            detail=task.title, task_id=task.id)
+        if task.completed_at:
+            row(task.completed_at, f"task_{task.state}", channel=task.kind, status=task.state,
+                enrollment_id=task.enrollment_id, step=step, task_id=task.id,
+                detail=", ".join(filter(None, [task.outcome, task.notes])))
+    for ev in session.scalars(sa.select(InboundEvent).where(InboundEvent.lead_id == lead.id)):
+        row(ev.received_at, ev.kind, channel=ev.channel, status=ev.classification.get("cause"), detail=ev.summary)
+    rows.sort(key=lambda r: (r["at"], _ORDER.get(r["kind"], 5)))
+    return rows
+
+
+# Same-instant rows read best in causal order.
+_ORDER = {"enrolled": 0, "attempt": 1, "touch": 2, "task": 3, "exited": 9}
