@@ -36,6 +36,7 @@ from sequencer.optouts import unsubscribe_url
 from sequencer.rendering import TemplateProblem
 
 if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
     from sequencer.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -360,14 +361,14 @@ class Engine:
                           channel=step.channel, action=step.action, due_at=e.next_due_at, created_at=now)
             session.add(touch)
         touch.status, touch.error, touch.updated_at = "skipped", reason, now
-        advance(e, now)
+        advance(e, now, self.rt.plugins)
         if e.exited_at:
             report.exited += 1
 
     def _repair(self, e: Enrollment, step: Step, touch: Touch, now: datetime) -> None:
         """Bring an enrollment in line with a touch that already exists for its step."""
         if touch.status in ("sent", "delivered", "completed", "skipped"):
-            advance(e, touch.sent_at or now)
+            advance(e, touch.sent_at or now, self.rt.plugins)
         elif touch.status == "sending":
             touch.status = "unknown"
             e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
@@ -423,7 +424,7 @@ class Engine:
                 touch.status, touch.sent_at, touch.provider_id = "sent", now, result.provider_id
                 if touch.channel == "email":
                     _thread(e, touch)
-                advance(e, now)
+                advance(e, now, self.rt.plugins)
                 report.sent += 1
                 sent_events.append(SentTouch(touch.id, e.lead_id, touch.channel, touch.step_key,
                                              touch.provider_id, touch.message_id, now))
@@ -448,7 +449,7 @@ class Engine:
                 else:
                     # The provider refused this message for a reason that is not the lead's
                     # address (too big, filtered...): the touch failed, the cadence goes on.
-                    advance(e, now)
+                    advance(e, now, self.rt.plugins)
                 report.failed += 1
             else:
                 attempt.error = touch.error = result.error
@@ -480,7 +481,7 @@ class Engine:
 
 
 
-def advance(e: Enrollment, executed_at: datetime) -> None:
+def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None) -> None:
     """Move past the current step: waits count from `executed_at`; the last step finishes.
 
     Needs e.cadence (with steps) and e.lead loaded.
@@ -491,6 +492,8 @@ def advance(e: Enrollment, executed_at: datetime) -> None:
     e.state, e.paused_reason = "active", None
     if e.step_position >= len(steps):
         e.state, e.exit_reason, e.exited_at, e.next_due_at = "finished", "completed", executed_at, None
+        if plugins is not None:
+            plugins.hook.enrollment_exited(enrollment=e, reason="completed")
         return
     wait = Wait.parse(steps[e.step_position].wait)
     calendar = _calendar(e.cadence, e.lead)

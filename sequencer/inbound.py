@@ -32,6 +32,7 @@ def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plu
     touch = _match_touch(session, reading.references)
     lead = session.get(Lead, touch.lead_id) if touch else _lead_by_email(session, reading.sender)
     result = InboundResult(kind=reading.kind, lead_id=lead.id if lead else None)
+    sentiment = plugins.hook.classify_reply(text=reading.reply_text) if reading.kind == "reply" else None
     if reading.kind in ("bounce", "complaint"):
         _act_on_failures(session, reading, touch, now, plugins, result)
     elif lead is not None and reading.kind == "reply":
@@ -47,7 +48,8 @@ def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plu
         kind=reading.kind, channel="email", received_at=now, lead_id=result.lead_id,
         touch_id=touch.id if touch else None, mailbox_id=touch.mailbox_id if touch else None,
         message_id=reading.message_id or None, summary=_summary(reading, result),
-        classification={**as_dict(reading), "actions": result.actions, "cause": _cause(reading)},
+        classification={**as_dict(reading), "sentiment": sentiment or reading.sentiment, "actions": result.actions,
+                        "cause": _cause(reading)},
         raw=raw.decode("utf-8", errors="replace"),
     )
     session.add(event)

@@ -12,7 +12,7 @@ import pluggy
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from sequencer import hookspecs
+from sequencer import builtin, hookspecs
 from sequencer.channels import Channel, ChannelContext, Health
 from sequencer.models import PluginState
 
@@ -42,6 +42,7 @@ class Plugins:
         self.settings = settings
         self.pm = pluggy.PluginManager("sequencer")
         self.pm.add_hookspecs(hookspecs)
+        self.pm.register(builtin, name="sequencer.builtin")
         self._load()
         self.pm.check_pending()
         if os.environ.get("SEQUENCER_TRACE_PLUGINS"):
@@ -50,6 +51,10 @@ class Plugins:
                 lambda outcome, name, impls, kw: None,
             )
         self._channels: dict[str, tuple[str, Channel]] = {}
+        self._collect_channels()
+
+    def _collect_channels(self) -> None:
+        self._channels.clear()
         # Called per implementation (not through the relay) to know which plugin owns each channel.
         for impl in self.pm.hook.register_channels.get_hookimpls():
             def register(channel: Channel, _owner: str = impl.plugin_name) -> None:
@@ -58,10 +63,22 @@ class Plugins:
             impl.function(register=register)
         for plugin_name, channel in self._channels.values():
             channel.configure(ChannelContext(
-                settings=settings.plugin(plugin_name),
-                postal_address=settings.sending.postal_address,
-                base_url=settings.web.base_url,
+                settings=self.settings.plugin(plugin_name),
+                postal_address=self.settings.sending.postal_address,
+                base_url=self.settings.web.base_url,
             ))
+
+    def add_plugin(self, plugin: object, name: str, version: str = "0") -> None:
+        """Register a plugin object that is not installed as a distribution (tests, embedding)."""
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self.versions[name] = version
+        self._collect_channels()
+
+    def remove_plugin(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.versions.pop(name, None)
+        self._collect_channels()
 
     def _load(self) -> None:
         # SEQUENCER_LOAD_PLUGINS=email,sms limits which installed plugins load (debugging).

@@ -76,11 +76,12 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
                                                     reason="meeting booked", now=now, plugins=plugins):
         return task
     if enrollment.state == "waiting_task":
-        advance(enrollment, now)
+        advance(enrollment, now, plugins)
     return task
 
 
-def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime) -> Task:
+def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime,
+              plugins: Plugins | None = None) -> Task:
     """Skip a task with a reason; the enrollment continues from now."""
     if not reason.strip():
         raise TaskError("say why the task is skipped: --reason TEXT")
@@ -91,7 +92,7 @@ def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime) 
         touch.status, touch.error, touch.updated_at = "skipped", reason, now
     enrollment = _enrollment(session, task)
     if enrollment is not None and enrollment.state == "waiting_task":
-        advance(enrollment, now)
+        advance(enrollment, now, plugins)
     return task
 
 

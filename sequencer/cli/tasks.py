@@ -79,7 +79,7 @@ def skip(state: CliState, task_id: int, reason: str) -> None:
     rt = state.runtime()
     try:
         with rt.session() as session:
-            skip_task(session, task_id, reason=reason, now=rt.now())
+            skip_task(session, task_id, reason=reason, now=rt.now(), plugins=rt.plugins)
             audit.record(session, actor=audit.cli_actor(), action="task.skip", object_type="task",
                          object_id=task_id, at=rt.now(), reason=reason)
     except TaskError as exc:

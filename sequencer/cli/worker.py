@@ -16,6 +16,7 @@ def register(main: click.Group) -> None:
     main.add_command(worker)
     main.add_command(serve)
     main.add_command(mailsink)
+    main.add_command(demo)
 
 
 @click.command()
@@ -65,3 +66,22 @@ def mailsink(host: str, port: int, outbox: Path) -> None:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+@click.group()
+def demo() -> None:
+    """Demo data for a first look."""
+
+
+@demo.command("load")
+@click.option("--dir", "demo_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with cadences/ and leads_*.csv (default: beside the config file).")
+@pass_state
+def demo_load(state: CliState, demo_dir: Path | None) -> None:
+    """Load users, mailboxes, two cadences and enrolled leads (safe to run again)."""
+    from sequencer.demo import load_demo
+
+    rt = state.runtime()
+    report = load_demo(rt, demo_dir or rt.settings.path.parent)
+    click.echo(f"demo: {report.users} users, {report.cadences} cadences applied, {report.leads} new leads, "
+               f"{report.enrolled} enrollments")
