@@ -28,7 +28,7 @@ def worker(state: CliState, once: bool, batch_size: int | None) -> None:
     from sequencer.engine import Engine
     from sequencer.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging()
     rt = state.runtime(advancing=not once)
     if once:
         report = Engine(rt, batch_size=batch_size).run_until_idle()
@@ -46,9 +46,15 @@ def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
     """Run the web app, with the scheduler inside unless --no-scheduler."""
     from sequencer.web import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging()
     app = create_app(state.runtime(advancing=True), start_scheduler=not no_scheduler)
     app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # APScheduler logs every run of the tick job at INFO: too chatty for a job every few seconds.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 @click.command()
