@@ -1,8 +1,140 @@
-"""`sequencer` subcommands (people)."""
+"""`sequencer users ...` and `sequencer mailboxes ...`: the team and the addresses it sends from."""
 from __future__ import annotations
 
 import click
 
+from sequencer import audit
+from sequencer.cli.base import CliState, UserError, emit, format_option, pass_state
+from sequencer.users import (
+    ROLES,
+    PeopleError,
+    add_mailbox,
+    add_user,
+    hold_mailbox,
+    list_mailboxes,
+    list_users,
+    release_mailbox,
+)
+
 
 def register(main: click.Group) -> None:
-    pass
+    main.add_command(users)
+    main.add_command(mailboxes)
+
+
+@click.group()
+def users() -> None:
+    """Users: admins, ops and reps."""
+
+
+@users.command("add")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(ROLES), help="admin manages plugins, users and "
+              "suppressions; ops manages cadences; rep works their own leads and tasks.")
+@click.option("--name", default="", help="Full name.")
+@click.option("--timezone", "zone", default="UTC", show_default=True, help="IANA time zone, like Europe/Berlin.")
+@click.option("--phone", default=None, help="Phone in international form (+...).")
+@pass_state
+def users_add(state: CliState, email: str, role: str, name: str, zone: str, phone: str | None) -> None:
+    """Add a user."""
+    rt = state.runtime()
+    with rt.session() as session:
+        try:
+            user = add_user(session, email, role, name=name, timezone=zone, phone=phone, now=rt.now())
+        except PeopleError as exc:
+            raise UserError(str(exc)) from None
+        audit.record(session, actor=audit.cli_actor(), action="user.add", object_type="user", object_id=user.id,
+                     at=rt.now(), email=user.email, role=role)
+    click.echo(f"user {user.email} added ({role})")
+
+
+@users.command("list")
+@format_option
+@pass_state
+def users_list(state: CliState, fmt: str) -> None:
+    """List users: id, email, name, role, time zone, phone."""
+    rt = state.runtime()
+    with rt.session() as session:
+        rows = [{"id": u.id, "email": u.email, "name": u.name, "role": u.role.value, "timezone": u.timezone,
+                 "phone": u.phone} for u in list_users(session)]
+    emit(rows, fmt, ["id", "email", "name", "role", "timezone", "phone"])
+
+
+@click.group()
+def mailboxes() -> None:
+    """Mailboxes: the addresses email goes out from."""
+
+
+@mailboxes.command("add")
+@click.argument("address")
+@click.option("--owner", "owner_email", required=True, metavar="EMAIL", help="The user who owns the mailbox.")
+@click.option("--name", "display_name", default="", help="Display name in the From header.")
+@click.option("--daily-cap", type=click.IntRange(min=0), default=None,
+              help="Emails a day at most (default: [sending] default_daily_cap).")
+@click.option("--signature", default="", help="Signature appended to emails from this mailbox.")
+@pass_state
+def mailboxes_add(state: CliState, address: str, owner_email: str, display_name: str, daily_cap: int | None,
+                  signature: str) -> None:
+    """Add a mailbox."""
+    rt = state.runtime()
+    cap = rt.settings.sending.default_daily_cap if daily_cap is None else daily_cap
+    with rt.session() as session:
+        try:
+            mailbox = add_mailbox(session, address, owner_email=owner_email, display_name=display_name,
+                                  daily_cap=cap, signature=signature, now=rt.now())
+        except (PeopleError, LookupError) as exc:
+            raise UserError(str(exc)) from None
+        audit.record(session, actor=audit.cli_actor(), action="mailbox.add", object_type="mailbox",
+                     object_id=mailbox.id, at=rt.now(), address=mailbox.address, owner=owner_email)
+    click.echo(f"mailbox {mailbox.address} added (daily cap {cap})")
+
+
+@mailboxes.command("list")
+@format_option
+@pass_state
+def mailboxes_list(state: CliState, fmt: str) -> None:
+    """List mailboxes: address, display name, owner, daily cap, state, hold reason."""
+    rt = state.runtime()
+    with rt.session() as session:
+        rows = [{"address": m.address, "display_name": m.display_name, "owner": owner, "daily_cap": m.daily_cap,
+                 "state": m.state, "held_reason": m.held_reason, "held_at": m.held_at}
+                for m, owner in list_mailboxes(session)]
+    emit(rows, fmt, ["address", "display_name", "owner", "daily_cap", "state", "held_reason"])
+
+
+@mailboxes.command("hold")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why sending stops (e.g. the bounce that caused it).")
+@pass_state
+def mailboxes_hold(state: CliState, address: str, reason: str) -> None:
+    """Stop sending from a mailbox; its enrollments wait until it is released."""
+    rt = state.runtime()
+    with rt.session() as session:
+        try:
+            mailbox = hold_mailbox(session, address, reason, rt.now())
+        except (PeopleError, LookupError) as exc:
+            raise UserError(str(exc)) from None
+        audit.record(session, actor=audit.cli_actor(), action="mailbox.hold", object_type="mailbox",
+                     object_id=mailbox.id, at=rt.now(), reason=reason)
+    click.echo(f"mailbox {mailbox.address} held: {mailbox.held_reason}")
+
+
+@mailboxes.command("release")
+@click.argument("address")
+@pass_state
+def mailboxes_release(state: CliState, address: str) -> None:
+    """Release a held mailbox and resume the enrollments its hold paused."""
+    # Imported here, so that the other people commands do not load the enrollment rules.
+    from sequencer.enrollments import resume_mailbox_enrollments
+
+    rt = state.runtime()
+    with rt.session() as session:
+        try:
+            mailbox = release_mailbox(session, address, rt.now())
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+        resumed = resume_mailbox_enrollments(session, mailbox_id=mailbox.id, now=rt.now())
+        audit.record(session, actor=audit.cli_actor(), action="mailbox.release", object_type="mailbox",
+                     object_id=mailbox.id, at=rt.now(), resumed=resumed)
+    click.echo(f"mailbox {mailbox.address} released; {resumed} enrollment(s) resumed")
+

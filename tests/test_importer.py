@@ -1,0 +1,263 @@
+"""CSV lead import: row-level error report with physical line numbers, upserts, zones, dry run, scale."""
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sequencer.importer import CsvFormatError, ImportReport, import_leads
+from sequencer.leads import LeadDataError
+from sequencer.models import AuditEntry, Lead
+from sequencer.users import add_user
+
+DATA = Path(__file__).parent / "data" / "csv"
+
+
+def run_import(runtime, text: str, **kwargs) -> ImportReport:
+    with runtime.session() as session:
+        return import_leads(session, io.StringIO(text, newline=""), now=runtime.now(),
+                            default_region=kwargs.pop("default_region", "US"), **kwargs)
+
+
+def leads_by_email(runtime) -> dict[str, Lead]:
+    with runtime.session() as session:
+        return {lead.email_normalized or lead.phone: lead for lead in session.scalars(sa.select(Lead))}
+
+
+def count_statements(engine: sa.Engine) -> list[str]:
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    return statements
+
+
+def test_broken_rows_are_reported_by_line_and_the_good_ones_import(cli) -> None:
+    cli("users", "add", "rep@example.com", "--role", "rep")
+    result = cli("leads", "import", str(DATA / "leads_broken.csv"), expect=1)
+    lines = result.output.splitlines()
+    assert lines[-1] == "imported 7, updated 0, rejected 4"
+    by_line = {line.split(":", 1)[0]: line for line in lines[:-1]}
+    assert set(by_line) == {"3", "4", "5", "7", "8"}
+    assert by_line["3"].startswith("3: email 'not-an-email' is not valid")
+    assert by_line["4"].startswith("4: time zone 'Mars/Olympus' is unknown")
+    assert by_line["5"] == "5: no email and no phone; a lead needs at least one"
+    assert by_line["7"] == "7: warning: phone '12345' is not a valid number for US; imported without a phone"
+    assert by_line["8"].startswith("8: owner 'nobody@example.com' is not a user")
+
+    listed = {row["email"] or row["phone"]: row for row in json.loads(cli("leads", "list", "--format", "json").output)}
+    assert set(listed) == {"ana@example.com", "eve@example.com", "gus@example.com", "hana@example.com",
+                           "ivan@example.com", "jo@example.com", "+12127365001"}
+    ana = listed["ana@example.com"]
+    assert (ana["phone"], ana["timezone"], ana["timezone_source"], ana["owner"], ana["name"], ana["company"]) == (
+        "+12127365000", "America/New_York", "inferred", "rep@example.com", "Ana Lopez", "Acme")
+    assert listed["eve@example.com"]["phone"] is None
+    assert listed["gus@example.com"]["name"] == "Gus\nJunior"  # a quoted field over two lines
+    assert (listed["jo@example.com"]["timezone"], listed["jo@example.com"]["timezone_source"]) == ("Europe/Paris", "given")
+    assert (listed["+12127365001"]["timezone"], listed["+12127365001"]["owner"]) == ("America/New_York", None)
+
+
+def test_zones_are_given_inferred_or_ambiguous_with_every_candidate(runtime) -> None:
+    run_import(runtime, "email,phone,country,timezone\n"
+                        "ny@example.com,+1 212 736 5000,,\n"
+                        "ru@example.com,+7 916 123 4567,,\n"
+                        "de@example.com,,DE,\n"
+                        "berlin@example.com,030 1234567,DE,\n"
+                        "given@example.com,+1 212 736 5000,,Asia/Tokyo\n"
+                        "nowhere@example.com,,,\n")
+    leads = leads_by_email(runtime)
+    ny, ru, de = leads["ny@example.com"], leads["ru@example.com"], leads["de@example.com"]
+    assert (ny.timezone, ny.timezone_source, ny.candidate_zones) == ("America/New_York", "inferred", ["America/New_York"])
+    assert ru.timezone is None and ru.timezone_source == "ambiguous"
+    assert len(ru.candidate_zones) > 5 and "Europe/Moscow" in ru.candidate_zones
+    assert (de.timezone, de.timezone_source, de.candidate_zones) == (None, "ambiguous", ["Europe/Berlin", "Europe/Busingen"])
+    # The country is the region of a national number, and the number narrows the zone down.
+    berlin = leads["berlin@example.com"]
+    assert (berlin.phone, berlin.timezone, berlin.timezone_source) == ("+49301234567", "Europe/Berlin", "inferred")
+    given = leads["given@example.com"]
+    assert (given.timezone, given.timezone_source, given.candidate_zones) == ("Asia/Tokyo", "given", ["Asia/Tokyo"])
+    nowhere = leads["nowhere@example.com"]
+    assert (nowhere.timezone, nowhere.timezone_source, nowhere.candidate_zones) == (None, "unknown", [])
+
+
+def test_duplicates_by_external_id_and_by_email_update_the_lead(runtime) -> None:
+    first = run_import(runtime, "external_id,email,first_name,company\n"
+                                "CRM-1,ana@example.com,Ana,Acme\n"
+                                ",Bob@Example.com,Bob,Initech\n")
+    assert (first.imported, first.updated) == (2, 0)
+    second = run_import(runtime, "external_id,email,first_name,title\n"
+                                 "CRM-1,ana.lopez@example.com,Ana Maria,CEO\n"  # by external_id: email changes
+                                 ",BOB@example.COM,,CTO\n"  # by email, any case: empty cells keep values
+                                 "CRM-9,carl@example.com,Carl,\n"
+                                 "CRM-9,carl@example.com,Carlos,\n")  # twice in one file: one lead
+    assert (second.imported, second.updated, second.rejected) == (1, 3, [])
+    leads = leads_by_email(runtime)
+    assert set(leads) == {"ana.lopez@example.com", "bob@example.com", "carl@example.com"}
+    ana, bob, carl = leads["ana.lopez@example.com"], leads["bob@example.com"], leads["carl@example.com"]
+    assert (ana.external_id, ana.first_name, ana.company, ana.title, ana.domain) == (
+        "CRM-1", "Ana Maria", "Acme", "CEO", "example.com")
+    assert (bob.first_name, bob.company, bob.title, bob.email) == ("Bob", "Initech", "CTO", "BOB@example.com")
+    assert carl.first_name == "Carlos"
+    assert second.lead_ids == [ana.id, bob.id, carl.id]
+
+
+def test_an_email_taken_by_another_crm_record_is_rejected(runtime) -> None:
+    run_import(runtime, "external_id,email\nCRM-1,ana@example.com\nCRM-2,bob@example.com\n")
+    report = run_import(runtime, "external_id,email\nCRM-3,ana@example.com\nCRM-2,ana@example.com\n")
+    assert [str(p) for p in report.rejected] == [
+        "2: email ana@example.com already belongs to lead 1 (external_id 'CRM-1'); fix the email or the external_id",
+        "3: email ana@example.com already belongs to lead 1 (external_id 'CRM-1'), not to external_id 'CRM-2'; "
+        "fix one of them",
+    ]
+    assert report.imported == report.updated == 0
+
+
+def test_an_update_by_external_id_needs_no_email_or_phone(runtime) -> None:
+    run_import(runtime, "external_id,email,title\nCRM-1,ana@example.com,VP\n")
+    report = run_import(runtime, "external_id,phone,title\nCRM-1,,CEO\nCRM-2,,CTO\n")
+    assert report.updated == 1
+    assert [str(p) for p in report.rejected] == ["3: no email and no phone; a lead needs at least one"]
+    assert leads_by_email(runtime)["ana@example.com"].title == "CEO"
+
+
+def test_other_columns_become_custom_fields_merged_on_update(runtime) -> None:
+    run_import(runtime, "email,Industry,Employee Count\nana@example.com,Retail,250\n")
+    run_import(runtime, "email,Industry,Renewal Date\nana@example.com,Grocery,2026-09-01\n")
+    ana = leads_by_email(runtime)["ana@example.com"]
+    assert ana.custom == {"industry": "Grocery", "employee_count": "250", "renewal_date": "2026-09-01"}
+
+
+def test_an_invalid_phone_without_email_rejects_the_row(runtime) -> None:
+    report = run_import(runtime, "email,phone\n,+7 999\n")
+    assert [str(p) for p in report.rejected] == [
+        "2: phone '+7 999' is not a valid number for RU, and there is no email; a lead needs a valid email or phone"]
+
+
+def test_a_rejected_row_gets_no_warnings(runtime) -> None:
+    report = run_import(runtime, "email,phone,country,timezone\nana@example.com,12345,Germany,Mars/Olympus\n"
+                                 "bob@example.com,12345,Germany,\n")
+    assert [str(p) for p in report.rejected] == ["2: time zone 'Mars/Olympus' is unknown; use an IANA name like "
+                                                 "Europe/Berlin or America/New_York"]
+    assert [str(p) for p in report.warnings] == [
+        "3: country 'Germany' is not a two-letter ISO 3166 code (like DE, US or GB); imported without a country",
+        "3: phone '12345' is not a valid number for US; imported without a phone",
+    ]
+
+
+def test_rows_with_too_many_values_are_rejected_by_line(runtime) -> None:
+    report = run_import(runtime, "email,company\n\nana@example.com,Acme, Inc\nbob@example.com\n")
+    assert [str(p) for p in report.rejected] == [
+        "3: 3 values but the header has 2 columns; quote values that contain ','"]
+    assert report.imported == 1
+
+
+def test_too_long_values_are_rejected_before_the_database_sees_them(runtime) -> None:
+    report = run_import(runtime, f"email,title\nana@example.com,{'x' * 301}\n")
+    assert [str(p) for p in report.rejected] == ["2: title is 301 characters long; the limit is 300"]
+
+
+def test_bom_semicolons_and_header_spellings(cli) -> None:
+    result = cli("leads", "import", str(DATA / "leads_bom_semicolon.csv"))
+    assert result.output.splitlines()[-1] == "imported 1, updated 0, rejected 0"
+    [lead] = json.loads(cli("leads", "list", "--format", "json").output)
+    assert (lead["email"], lead["name"]) == ("bom@example.com", "Bo Martin")
+
+
+def test_a_file_without_email_or_phone_column_names_the_columns_found(cli) -> None:
+    result = cli("leads", "import", str(DATA / "leads_no_contact_column.csv"), expect=1)
+    assert "no email or phone column; the header has: name, company" in result.output
+
+
+def test_an_unknown_owner_option_stops_the_import(runtime) -> None:
+    with pytest.raises(LeadDataError, match="owner 'ghost@example.com' is not a user"):
+        run_import(runtime, "email\nana@example.com\n", owner_email="ghost@example.com")
+
+
+def test_the_owner_option_applies_where_the_row_has_no_owner(runtime) -> None:
+    with runtime.session() as session:
+        rep = add_user(session, "rep@example.com", "rep", now=runtime.now()).id
+        ops = add_user(session, "ops@example.com", "ops", now=runtime.now()).id
+    run_import(runtime, "email,owner\nana@example.com,\nbob@example.com,OPS@example.com\n", owner_email="rep@example.com")
+    leads = leads_by_email(runtime)
+    assert (leads["ana@example.com"].owner_id, leads["bob@example.com"].owner_id) == (rep, ops)
+
+
+def test_not_utf8_is_a_file_error(runtime, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("email,last_name\nana@example.com,Müller\n".encode("latin-1"))
+    with runtime.session() as session, pytest.raises(CsvFormatError, match="latin1.csv.*not UTF-8"):
+        import_leads(session, path, now=runtime.now(), default_region="US")
+
+
+def test_dry_run_writes_nothing(cli, runtime) -> None:
+    cli("users", "add", "rep@example.com", "--role", "rep")
+    result = cli("leads", "import", "--dry-run", str(DATA / "leads_broken.csv"), expect=1)
+    assert result.output.splitlines()[-1] == "imported 7, updated 0, rejected 4 (dry run: nothing was written)"
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+        assert session.scalar(sa.select(sa.func.count()).where(AuditEntry.action == "leads.import")) == 0
+    cli("leads", "import", str(DATA / "leads_broken.csv"), expect=1)
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 7
+        assert session.scalar(sa.select(sa.func.count()).where(AuditEntry.action == "leads.import")) == 1
+
+
+def test_progress_bar_goes_to_stderr(runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("email\n" + "".join(f"lead{i}@example.com\n" for i in range(20)), encoding="utf-8")
+    with runtime.session() as session:
+        import_leads(session, path, now=runtime.now(), default_region="US", progress=True)
+    captured = capsys.readouterr()
+    assert "20/20" in captured.err and captured.out == ""
+
+
+def big_csv(path: Path, rows: int, *, title: str, prefix: str = "lead") -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        f.write("external_id,email,phone,first_name,company,title,country,segment\n")
+        for i in range(rows):
+            f.write(f"{prefix}-{i},{prefix}{i}@company{i % 97}.example.com,+1 212 736 {i % 10000:04d},Lead {i},"
+                    f"Company {i % 97},{title},US,seg-{i % 5}\n")
+    return path
+
+
+def test_statements_grow_with_chunks_not_rows(runtime, tmp_path: Path) -> None:
+    statements = count_statements(runtime.engine)
+    with runtime.session() as session:
+        report = import_leads(session, big_csv(tmp_path / "new.csv", 1500, title="VP"), now=runtime.now(),
+                              default_region="US")
+    assert report.imported == 1500
+    verbs = Counter(s.split()[0].upper() for s in statements)
+    # Users once; then per chunk of 500 one duplicate lookup and one suppression check.
+    assert verbs["SELECT"] == 1 + 3 * 2
+    if runtime.engine.dialect.name == "postgresql":
+        # Multi-row INSERTs; SQLite gets one INSERT per row (SQLAlchemy cannot match RETURNING
+        # rows to objects there without a sentinel column), which costs no round trip in-process.
+        assert verbs["INSERT"] <= 3 * 2
+    statements[:] = []
+    with runtime.session() as session:
+        report = import_leads(session, big_csv(tmp_path / "again.csv", 1500, title="CEO"), now=runtime.now(),
+                              default_region="US")
+    assert (report.imported, report.updated) == (0, 1500)
+    verbs = Counter(s.split()[0].upper() for s in statements)
+    assert verbs["SELECT"] == 1 + 3 * 2
+    # Changed rows go out as one executemany per chunk, never as a statement per row.
+    assert verbs["UPDATE"] <= 3
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).where(Lead.title == "CEO")) == 1500
+
+
+def test_an_unknown_cadence_stops_the_import_before_it_writes(cli, runtime) -> None:
+    result = cli("leads", "import", "--cadence", "Nope", str(DATA / "leads_bom_semicolon.csv"), expect=1)
+    assert "cadence 'Nope' does not exist" in result.output
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+
+
+def test_leads_list_table(cli) -> None:
+    cli("leads", "import", str(DATA / "leads_bom_semicolon.csv"))
+    header, row = cli("leads", "list").output.splitlines()
+    assert header.split() == ["ID", "EMAIL", "PHONE", "NAME", "COMPANY", "COUNTRY", "TIMEZONE", "TIMEZONE_SOURCE",
+                              "OWNER"]
+    assert row.split() == ["1", "bom@example.com", "Bo", "Martin", "unknown"]
