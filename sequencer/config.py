@@ -45,6 +45,9 @@ class SendingSettings:
     postal_address: str | None = None
     max_touches_per_lead_per_day: int = 3
     default_daily_cap: int = 200
+    # Emails per recipient domain per hour across all mailboxes (0: no limit), so that one
+    # large provider does not see a burst from us.
+    max_per_recipient_domain_per_hour: int = 0
 
 
 @dataclass

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -84,6 +86,8 @@ class Engine:
         self.config = runtime.settings.engine
         self.batch_size = batch_size or self.config.batch_size
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Set by SIGTERM/SIGINT: finish the batch in hand, claim no more.
+        self.stopping = threading.Event()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -92,7 +96,7 @@ class Engine:
         total = BatchReport()
         self.housekeeping()
         batches = 0
-        while max_batches is None or batches < max_batches:
+        while (max_batches is None or batches < max_batches) and not self.stopping.is_set():
             report = self.run_batch()
             total.add(report)
             batches += 1
@@ -116,10 +120,29 @@ class Engine:
             return report
         with self.rt.session() as session:
             plan = self.plan(session, ids, report)
+        _test_pause("after_plan")
         results = self.send(plan)
-        with self.rt.session() as session:
-            self.settle(session, plan, results, report)
+        _test_pause("after_send")
+        self._settle_until_recorded(plan, results, report)
         return report
+
+    def _settle_until_recorded(self, plan: _Plan, results: dict[int, SendResult], report: BatchReport) -> None:
+        """Record what the providers answered, waiting out a database restart rather than losing it."""
+        deadline = time.monotonic() + self.config.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                with self.rt.session() as session:
+                    self.settle(session, plan, results, report)
+                return
+            except sa.exc.OperationalError:
+                # The messages are out: if the answers are not recorded, the touches turn
+                # `unknown` when the lease expires. Retry while the lease still holds.
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable while recording sends; retrying in %.1fs", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- 1. claim -----------------------------------------------------------------------------
 
@@ -187,6 +210,7 @@ class Engine:
 
     def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> _Plan:
         now = self.rt.now()
+        self._lock_throttled_rows(session, ids)
         enrollments = list(session.scalars(
             sa.select(Enrollment).where(Enrollment.id.in_(ids))
             .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.mailbox),
@@ -217,6 +241,8 @@ class Engine:
                    Touch.status.in_(COUNTED))
             .group_by(Touch.lead_id)).all()))
         max_per_lead = self.rt.settings.sending.max_touches_per_lead_per_day
+        domain_limit = self.rt.settings.sending.max_per_recipient_domain_per_hour
+        domain_sent = self._domain_counts(session, leads, now) if domain_limit else Counter()
 
         plan = _Plan()
         new_touches: list[tuple[Enrollment, Touch, int, OutboundTouch | None]] = []
@@ -263,6 +289,10 @@ class Engine:
                     e.next_due_at = calendar.next_opening(now + timedelta(minutes=30))
                     report.deferred += 1
                     continue
+                if step.channel == "email" and domain_limit and domain_sent[lead.domain] >= domain_limit:
+                    e.next_due_at = calendar.next_opening(now + timedelta(minutes=10))
+                    report.deferred += 1
+                    continue
             if lead_touches[lead.id] >= max_per_lead:
                 e.next_due_at = calendar.next_opening(now + timedelta(hours=1))
                 report.deferred += 1
@@ -289,9 +319,9 @@ class Engine:
                 reason = exc.reason if isinstance(exc, TemplateProblem) else str(exc)
                 touch.status, touch.error = "failed", reason
                 self._pause(e, "template_error", report)
-                mailbox_sent  # noqa: B018 - nothing was sent, so nothing is counted
                 continue
             mailbox_sent[e.mailbox_id] += step.channel == "email"
+            domain_sent[lead.domain] += step.channel == "email"
             touch.status, touch.error, touch.retry_at = "sending", None, None
             touch.subject, touch.body_text, touch.body_html = rendered.subject, outbound.text, outbound.html
             touch.message_id = outbound.message_id
@@ -304,6 +334,39 @@ class Engine:
             outbound.touch_id, outbound.attempt = touch.id, number
             plan.outbound[touch.channel].append(_Planned(e.id, touch.id, number, outbound))
         return plan
+
+    def _lock_throttled_rows(self, session: so.Session, ids: list[int]) -> None:
+        """Lock the batch's mailboxes and leads so that workers count caps one at a time.
+
+        Without this two workers could both see a mailbox one below its cap and both send.
+        Locks are taken in id order, so workers never wait on each other in a cycle. SQLite
+        needs none: its write transaction (BEGIN IMMEDIATE) already admits one worker.
+        """
+        if is_sqlite(session):
+            return
+        pairs = session.execute(sa.select(Enrollment.lead_id, Enrollment.mailbox_id).where(Enrollment.id.in_(ids))).all()
+        mailbox_ids = sorted({m for _, m in pairs if m})
+        if mailbox_ids:
+            session.execute(sa.select(Mailbox.id).where(Mailbox.id.in_(mailbox_ids)).order_by(Mailbox.id)
+                            .with_for_update())
+        session.execute(sa.select(Lead.id).where(Lead.id.in_(sorted({lead for lead, _ in pairs})))
+                        .order_by(Lead.id).with_for_update())
+
+    def _domain_counts(self, session: so.Session, leads: list[Lead], now: datetime) -> Counter:
+        """Count emails to each recipient domain in the last hour, serialized per domain across workers."""
+        domains = sorted({lead.domain for lead in leads if lead.domain})
+        if not domains:
+            return Counter()
+        if not is_sqlite(session):
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.column("d"))))
+                            .select_from(sa.func.unnest(sa.bindparam("domains", domains, type_=sa.ARRAY(sa.Text)))
+                                         .table_valued("d"))
+                            .order_by(sa.column("d")))
+        return Counter(dict(session.execute(
+            sa.select(Lead.domain, sa.func.count()).join(Touch, Touch.lead_id == Lead.id)
+            .where(Lead.domain.in_(domains), Touch.channel == "email", Touch.created_at > now - timedelta(hours=1),
+                   Touch.status.in_(COUNTED))
+            .group_by(Lead.domain)).all()))
 
     def _cannot_send(self, e: Enrollment, step: Step, channel_status: dict[str, str | None]) -> str | None:
         if step.channel not in channel_status or channel_status[step.channel] is not None:
@@ -502,6 +565,18 @@ def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None
     except NoOpening:
         # The engine pauses it as no_sending_window when it comes due.
         e.next_due_at = calendar.add_wait(executed_at, wait)
+
+
+def _test_pause(point: str) -> None:
+    """Stop here forever when a crash test asks for it (SEQUENCER_TEST_PAUSE=point), so it can kill -9 us."""
+    if os.environ.get("SEQUENCER_TEST_PAUSE") != point:
+        return
+    marker = os.environ.get("SEQUENCER_TEST_PAUSE_FILE")
+    if marker:
+        with open(marker, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {point}\n")
+    while True:
+        time.sleep(3600)
 
 
 def _current_step(e: Enrollment) -> Step | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Iterator
+from typing import IO, Iterator
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -19,6 +19,8 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.engine = engine or make_engine(settings.database.url)
         self.sessionmaker = make_sessionmaker(self.engine)
+        # The SQLite single-worker lock (sequencer.worker), held until dispose().
+        self.worker_lock: IO[str] | None = None
 
     @contextmanager
     def session(self) -> Iterator[so.Session]:
@@ -43,4 +45,7 @@ class Runtime:
         return Renderer(self.settings.templates_dir, prepare_env=lambda env: hook(env=env))
 
     def dispose(self) -> None:
+        if self.worker_lock is not None:
+            self.worker_lock.close()
+            self.worker_lock = None
         self.engine.dispose()

@@ -24,9 +24,9 @@ def main(ctx: click.Context, config_path: str | None, now: str | None) -> None:
 
 
 def _register_commands() -> None:
-    from sequencer.cli import cadences, db, inbound, leads, people, plugins, tasks, worker
+    from sequencer.cli import cadences, db, inbound, leads, people, plugins, tasks, touches, worker
 
-    for module in (db, plugins, cadences, leads, people, worker, tasks, inbound):
+    for module in (db, plugins, cadences, leads, people, worker, tasks, touches, inbound):
         module.register(main)
 
 

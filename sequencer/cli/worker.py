@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from sequencer.cli.base import CliState, pass_state
+from sequencer.cli.base import CliState, UserError, pass_state
 
 
 def register(main: click.Group) -> None:
@@ -22,19 +22,25 @@ def register(main: click.Group) -> None:
 @click.command()
 @click.option("--once", is_flag=True, help="Do all the work due at this instant (every batch), then exit.")
 @click.option("--batch-size", type=int, help="Enrollments claimed per batch (default [engine] batch_size).")
+@click.option("--concurrency", type=int, default=1, show_default=True,
+              help="Engines in threads inside this worker (PostgreSQL); helps when providers are slow to answer.")
 @pass_state
-def worker(state: CliState, once: bool, batch_size: int | None) -> None:
-    """Advance every enrolled lead through its cadence."""
+def worker(state: CliState, once: bool, batch_size: int | None, concurrency: int) -> None:
+    """Advance every enrolled lead through its cadence (stops cleanly on SIGTERM or SIGINT)."""
     from sequencer.engine import Engine
-    from sequencer.worker import run_worker
+    from sequencer.worker import WorkerRefused, hold_sqlite_worker_lock, run_worker
 
     _logging()
     rt = state.runtime(advancing=not once)
-    if once:
-        report = Engine(rt, batch_size=batch_size).run_until_idle()
-        click.echo(json.dumps(dataclasses.asdict(report)))
-        return
-    run_worker(rt)
+    try:
+        if once:
+            hold_sqlite_worker_lock(rt)
+            report = Engine(rt, batch_size=batch_size).run_until_idle()
+            click.echo(json.dumps(dataclasses.asdict(report)))
+            return
+        run_worker(rt, concurrency=concurrency, batch_size=batch_size)
+    except WorkerRefused as exc:
+        raise UserError(str(exc)) from None
 
 
 @click.command()
@@ -46,8 +52,13 @@ def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
     """Run the web app, with the scheduler inside unless --no-scheduler."""
     from sequencer.web import create_app
 
+    from sequencer.worker import WorkerRefused
+
     _logging()
-    app = create_app(state.runtime(advancing=True), start_scheduler=not no_scheduler)
+    try:
+        app = create_app(state.runtime(advancing=True), start_scheduler=not no_scheduler)
+    except WorkerRefused as exc:
+        raise UserError(str(exc)) from None
     app.run(host=host, port=port, use_reloader=False, threaded=True)
 
 
