@@ -114,6 +114,15 @@ class Mailbox(Base):
     state: so.Mapped[str] = so.mapped_column(sa.String(20), default="active")
     held_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
     held_at: so.Mapped[datetime | None]
+    # IMAP polling: settings (host, port, security, username, password, folder, mark_seen,
+    # move_to), and where the poller got to. UIDs only mean something within one UIDVALIDITY.
+    inbound: so.Mapped[dict[str, Any]] = so.mapped_column(default=dict)
+    imap_uidvalidity: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    imap_last_uid: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    inbound_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    inbound_failures: so.Mapped[int] = so.mapped_column(default=0)
+    inbound_checked_at: so.Mapped[datetime | None]
+    inbound_retry_at: so.Mapped[datetime | None]
     created_at: so.Mapped[datetime]
 
     owner: so.Mapped[User | None] = so.relationship(lazy="raise")
