@@ -61,6 +61,14 @@ class TasksSettings:
 
 
 @dataclass
+class InboundSettings:
+    # An out-of-office with no readable return date pauses the lead this many days (0: not at all).
+    out_of_office_default_days: int = 3
+    # How often the worker polls mailboxes with IMAP settings.
+    poll_seconds: float = 60.0
+
+
+@dataclass
 class EngineSettings:
     tick_seconds: float = 5.0
     batch_size: int = 500
@@ -78,6 +86,7 @@ class Settings:
     leads: LeadsSettings = field(default_factory=LeadsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     templates_dir: Path | None = None
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -94,6 +103,7 @@ _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "leads": (LeadsSettings, ()),
     "tasks": (TasksSettings, ()),
     "engine": (EngineSettings, ()),
+    "inbound": (InboundSettings, ()),
 }
 _TOP_LEVEL = {"templates_dir", "plugins"}
 

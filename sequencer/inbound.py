@@ -1,7 +1,10 @@
 """Acting on inbound mail: replies end cadences, auto-replies pause them, bounces and complaints by cause."""
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -12,7 +15,7 @@ import sqlalchemy.orm as so
 from sequencer import suppressions
 from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
 from sequencer.mailreading import MailReading, as_dict, read_message
-from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch
+from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch, User
 from sequencer.optouts import opt_out
 
 if TYPE_CHECKING:
@@ -26,19 +29,21 @@ class InboundResult:
     actions: list[str] = field(default_factory=list)
 
 
-def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plugins) -> InboundResult:
+def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plugins,
+                 out_of_office_days: int = 3) -> InboundResult:
     """Read one RFC 5322 message, record it against the lead, and act on that reading."""
     reading = read_message(raw, today=now.date())
     touch = _match_touch(session, reading.references)
-    lead = session.get(Lead, touch.lead_id) if touch else _lead_by_email(session, reading.sender)
+    lead = (session.get(Lead, touch.lead_id) if touch
+            else _lead_by_email(session, reading.sender) or _lead_by_account(session, reading.sender))
     result = InboundResult(kind=reading.kind, lead_id=lead.id if lead else None)
     sentiment = plugins.hook.classify_reply(text=reading.reply_text) if reading.kind == "reply" else None
     if reading.kind in ("bounce", "complaint"):
-        _act_on_failures(session, reading, touch, now, plugins, result)
+        _act_on_failures(session, reading, touch, _our_mailbox(session, raw), now, plugins, result)
     elif lead is not None and reading.kind == "reply":
         _act_on_reply(session, reading, lead, touch, now, plugins, result)
     elif lead is not None and reading.kind == "auto_reply":
-        _act_on_auto_reply(session, reading, lead, now, result)
+        _act_on_auto_reply(session, reading, lead, now, result, out_of_office_days)
     elif touch is not None and reading.kind == "delivery_report":
         touch.provider_status = "delivered"
         if touch.status == "sent":
@@ -81,12 +86,15 @@ def _act_on_reply(session: so.Session, reading: MailReading, lead: Lead, touch: 
 
 
 def _act_on_auto_reply(session: so.Session, reading: MailReading, lead: Lead, now: datetime,
-                       result: InboundResult) -> None:
+                       result: InboundResult, default_days: int) -> None:
     """An out-of-office is not a reply: pause until the next working day after the return date."""
-    if reading.return_date is None:
-        result.actions.append("auto-reply without a return date: the cadence goes on")
-        return
-    resume_at = _next_working_morning(reading.return_date, lead)
+    back = reading.return_date
+    if back is None:
+        if default_days <= 0:
+            result.actions.append("auto-reply without a return date: the cadence goes on")
+            return
+        back = (now + timedelta(days=default_days - 1)).date()
+    resume_at = _next_working_morning(back, lead)
     if resume_at <= now:
         return
     paused = session.execute(
@@ -105,8 +113,8 @@ def _next_working_morning(back: date, lead: Lead) -> datetime:
     return datetime.combine(day, time(0, 0), zone).astimezone(ZoneInfo("UTC"))
 
 
-def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, now: datetime,
-                     plugins: Plugins, result: InboundResult) -> None:
+def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, our_mailbox: Mailbox | None,
+                     now: datetime, plugins: Plugins, result: InboundResult) -> None:
     for address in reading.addresses:
         lead = _lead_by_email(session, address.address) or (session.get(Lead, touch.lead_id) if touch else None)
         if lead is not None:
@@ -131,10 +139,9 @@ def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | N
                                  now=now)
                 result.actions.append(f"suppressed {address.address} (complaint)")
         elif address.cause == "sender_problem":
-            mailbox = session.get(Mailbox, touch.mailbox_id) if touch and touch.mailbox_id else None
+            mailbox = session.get(Mailbox, touch.mailbox_id) if touch and touch.mailbox_id else our_mailbox
             if mailbox is not None and mailbox.state != "held":
-                mailbox.state, mailbox.held_at = "held", now
-                mailbox.held_reason = f"a bounce blamed our sending setup: {why}"[:1000]
+                _hold_mailbox(session, mailbox, f"a bounce blamed our sending setup: {why}", now)
                 result.actions.append(f"held mailbox {mailbox.address}")
         elif address.cause == "transient" and touch is not None:
             if _retry_touch(session, touch, now, why):
@@ -142,6 +149,26 @@ def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | N
         elif address.cause == "other" and touch is not None:
             touch.status, touch.provider_status, touch.error = "failed", "bounced", why
             result.actions.append(f"touch {touch.id} failed: {why}")
+
+
+def _hold_mailbox(session: so.Session, mailbox: Mailbox, reason: str, now: datetime) -> None:
+    """Stop a mailbox sending and tell every admin: the fix is on our side, not the lead's."""
+    mailbox.state, mailbox.held_at, mailbox.held_reason = "held", now, reason[:1000]
+    for admin_id in session.scalars(sa.select(User.id).where(User.role == "admin")):
+        session.add(Task(owner_id=admin_id, lead_id=None, kind="alert", priority=50, due_at=now, created_at=now,
+                         title=f"Mailbox {mailbox.address} is on hold"[:500],
+                         instructions=f"{reason}\n\nFix the sending setup (`sequencer doctor`), then run "
+                                      f"`sequencer mailboxes release {mailbox.address}`."))
+
+
+def _our_mailbox(session: so.Session, raw: bytes) -> Mailbox | None:
+    """Find which of our mailboxes a bounce came back to (its To), when it names none of our messages."""
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    addresses = [a.lower() for _, a in getaddresses([str(headers.get("To", "")), str(headers.get("Delivered-To", ""))])
+                 if a]
+    if not addresses:
+        return None
+    return session.scalar(sa.select(Mailbox).where(sa.func.lower(Mailbox.address).in_(addresses)).limit(1))
 
 
 def _retry_touch(session: so.Session, touch: Touch, now: datetime, why: str) -> bool:
@@ -173,6 +200,23 @@ def _lead_by_email(session: so.Session, address: str) -> Lead | None:
     if not address:
         return None
     return session.scalar(sa.select(Lead).where(Lead.email_normalized == address.strip().lower()))
+
+
+# A shared address at these providers says nothing about which company a sender works for.
+FREE_MAIL = frozenset({"gmail.com", "googlemail.com", "yahoo.com", "outlook.com", "hotmail.com", "live.com",
+                       "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net",
+                       "web.de", "mail.ru", "yandex.ru", "ya.ru", "bk.ru", "inbox.ru", "list.ru", "rambler.ru"})
+
+
+def _lead_by_account(session: so.Session, address: str) -> Lead | None:
+    """Match a reply from a colleague: the lead at the sender's company who is in a cadence, latest enrolled."""
+    domain = address.rpartition("@")[2].lower()
+    if not domain or domain in FREE_MAIL:
+        return None
+    return session.scalar(
+        sa.select(Lead).join(Enrollment, Enrollment.lead_id == Lead.id)
+        .where(Lead.domain == domain, Enrollment.state.in_(LIVE_STATES))
+        .order_by(Enrollment.enrolled_at.desc()).limit(1))
 
 
 def _cause(reading: MailReading) -> str | None:

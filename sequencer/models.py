@@ -298,10 +298,11 @@ class Task(Base):
     __table_args__ = (sa.Index("ix_tasks_owner_state_due", "owner_id", "state", "due_at"),)
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     owner_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
-    lead_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    # No lead for admin alerts (a held mailbox).
+    lead_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"), index=True)
     touch_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("touches.id", ondelete="CASCADE"))
     enrollment_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("enrollments.id", ondelete="CASCADE"))
-    kind: so.Mapped[str] = so.mapped_column(sa.String(20))  # call | email | task | reply
+    kind: so.Mapped[str] = so.mapped_column(sa.String(20))  # call | email | sms | task | reply | alert
     title: so.Mapped[str] = so.mapped_column(sa.Text)
     instructions: so.Mapped[str] = so.mapped_column(sa.Text, default="")
     due_at: so.Mapped[datetime]
@@ -312,7 +313,7 @@ class Task(Base):
     completed_at: so.Mapped[datetime | None]
     created_at: so.Mapped[datetime]
 
-    lead: so.Mapped[Lead] = so.relationship(lazy="raise")
+    lead: so.Mapped[Lead | None] = so.relationship(lazy="raise")
     owner: so.Mapped[User | None] = so.relationship(lazy="raise")
     touch: so.Mapped[Touch | None] = so.relationship(lazy="raise")
 

@@ -27,7 +27,7 @@ def list_tasks(session: so.Session, *, rep: User | None, day: date | None, now: 
     end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
     query = (
         sa.select(Task, Lead, Touch.step_key, Touch.channel, Touch.action, Cadence.name)
-        .join(Lead, Lead.id == Task.lead_id)
+        .outerjoin(Lead, Lead.id == Task.lead_id)  # admin alerts have no lead
         .outerjoin(Touch, Touch.id == Task.touch_id)
         .outerjoin(Enrollment, Enrollment.id == Task.enrollment_id)
         .outerjoin(Cadence, Cadence.id == Enrollment.cadence_id)
@@ -39,8 +39,9 @@ def list_tasks(session: so.Session, *, rep: User | None, day: date | None, now: 
     rows = []
     for task, lead, step_key, channel, action, cadence in session.execute(query):
         rows.append({
-            "id": task.id, "kind": task.kind, "title": task.title, "lead_id": lead.id, "lead_email": lead.email,
-            "lead_phone": lead.phone, "lead_name": lead.full_name, "company": lead.company,
+            "id": task.id, "kind": task.kind, "title": task.title, "lead_id": task.lead_id,
+            "lead_email": lead and lead.email, "lead_phone": lead and lead.phone,
+            "lead_name": lead and lead.full_name, "company": lead and lead.company,
             "channel": channel or task.kind, "action": action or "manual", "cadence": cadence, "step": step_key,
             "due_at": task.due_at, "overdue": task.due_at < now, "state": task.state, "priority": task.priority,
             "instructions": task.instructions,
@@ -68,7 +69,7 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
         return task
     if touch is not None:
         touch.status, touch.sent_at = "completed", now
-    if outcome == "wrong_number":
+    if outcome == "wrong_number" and task.lead_id:
         session.get(Lead, task.lead_id).phone_wrong = True
     if enrollment is None:
         return task

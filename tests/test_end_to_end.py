@@ -173,7 +173,9 @@ def test_reply_ends_cadence_and_auto_reply_does_not(cli, world, runtime, smtp_si
                                headers={"Auto-Submitted": "auto-replied"}))
     out = json.loads(cli("inbound", "email", str(auto), now="2026-03-30T15:00:00Z").output)
     assert out["kind"] == "auto_reply"
-    assert enrollment_of(runtime, "bernd@berlin.example").state == "active"
+    # Not a reply: the cadence only pauses (no return date given: [inbound] out_of_office_default_days).
+    paused = enrollment_of(runtime, "bernd@berlin.example")
+    assert (paused.state, paused.paused_reason) == ("paused", "out_of_office")
 
     reply = tmp_path / "reply.eml"
     reply.write_bytes(_reply_to(to_nina, sender="Nina York <NINA@ny.example>",
@@ -183,6 +185,7 @@ def test_reply_ends_cadence_and_auto_reply_does_not(cli, world, runtime, smtp_si
     assert enrollment_of(runtime, "nina@ny.example").state == "replied"
 
     worker(cli, "2026-04-01T14:30:00Z")  # both calls would be due by now
+    worker(cli, "2026-04-02T08:00:00Z")  # Bernd is back: the next working day after the pause
     with runtime.session() as s:
         tasks = {(t.kind, t.lead.email) for t in s.scalars(sa.select(Task).options(sa.orm.joinedload(Task.lead)))}
     assert ("reply", "nina@ny.example") in tasks

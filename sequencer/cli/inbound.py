@@ -29,7 +29,8 @@ def email(state: CliState, source: str) -> None:
     raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     rt = state.runtime()
     with rt.session() as session:
-        result = handle_email(session, raw, now=rt.now(), plugins=rt.plugins)
+        result = handle_email(session, raw, now=rt.now(), plugins=rt.plugins,
+                              out_of_office_days=rt.settings.inbound.out_of_office_default_days)
     click.echo(json.dumps({"kind": result.kind, "lead_id": result.lead_id, "actions": result.actions},
                           ensure_ascii=False))
 
