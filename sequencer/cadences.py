@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -25,8 +25,12 @@ import sqlalchemy.orm as so
 import tomli_w
 
 from sequencer.calendar import WEEKDAYS, LocalCalendar, NoOpening, Wait, Window
-from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Step, Task
+from sequencer.exits import end_enrollments
+from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Step
 from sequencer.rendering import Renderer, TemplateProblem
+
+if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
 
 __all__ = [
     "CHANNELS",
@@ -652,7 +656,7 @@ def list_cadences(session: so.Session) -> list[CadenceSummary]:
     ]
 
 
-def set_state(session: so.Session, name: str, state: str, *, now: dt.datetime) -> int:
+def set_state(session: so.Session, name: str, state: str, *, now: dt.datetime, plugins: Plugins | None = None) -> int:
     """Set the state of every version of a cadence; archiving ends its live enrollments.
 
     Return the number of enrollments ended.
@@ -663,20 +667,10 @@ def set_state(session: so.Session, name: str, state: str, *, now: dt.datetime) -
     session.execute(sa.update(Cadence).where(Cadence.name == name).values(state=state))
     if state != "archived":
         return 0
-    live = sa.select(Enrollment.id).where(Enrollment.cadence_name == name, Enrollment.state.in_(LIVE_STATES))
-    ended = session.scalars(live).all()
-    if ended:
-        # Reps must not keep working calls and tasks of a cadence that no longer runs.
-        session.execute(
-            sa.update(Task).where(Task.enrollment_id.in_(ended), Task.state == "open")
-            .values(state="skipped", notes="cadence archived", completed_at=now)
-        )
-        session.execute(
-            sa.update(Enrollment).where(Enrollment.id.in_(ended))
-            .values(state="removed", exit_reason="cadence archived", exited_at=now, next_due_at=None,
-                    lease_owner=None, lease_until=None)
-        )
-    return len(ended)
+    live = session.scalars(sa.select(Enrollment.id).where(Enrollment.cadence_name == name,
+                                                          Enrollment.state.in_(LIVE_STATES))).all()
+    # end_enrollments also skips their open tasks: reps must not work calls of a cadence that no longer runs.
+    return len(end_enrollments(session, live, state="removed", reason="cadence archived", now=now, plugins=plugins))
 
 
 # ---------------------------------------------------------------- calendars and simulation

@@ -112,7 +112,7 @@ def _set_state(state: CliState, name: str, new_state: str, verb: str) -> None:
     rt = state.runtime()
     with rt.session() as session:
         previous = _latest(session, name).state
-        ended = core.set_state(session, name, new_state, now=rt.now())
+        ended = core.set_state(session, name, new_state, now=rt.now(), plugins=rt.plugins)
         audit.record(session, actor=audit.cli_actor(), action=f"cadence.{verb}", object_type="cadence",
                      object_id=name, at=rt.now(), previous_state=previous, enrollments_ended=ended)
     tail = f"; {ended} live enrollment(s) ended" if new_state == "archived" else ""
