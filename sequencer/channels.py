@@ -99,6 +99,20 @@ class Channel:
         reason = self.unavailable_reason()
         return Health(ok=reason is None, detail=reason or "ok")
 
+    def check_sender(self, sender: Sender, timeout: float = 10.0) -> Health | None:
+        """Open a provider session as sending from this sender would (login included); None if not supported.
+
+        Used by `sequencer doctor` for each mailbox.
+        """
+        return None
+
+    def dkim_record(self, sender: Sender) -> dict[str, str] | None:
+        """Return the DKIM TXT record this sender's mail needs ({selector, domain, name, record, public_key}).
+
+        None when mail from it is not signed; raise ValueError naming the setting when the key is unusable.
+        """
+        return None
+
     def prepare(self, touch: OutboundTouch) -> None:
         """Adjust a rendered touch before it is committed (footers, headers, segment checks)."""
 

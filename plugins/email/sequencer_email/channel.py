@@ -7,8 +7,11 @@ from datetime import datetime, timezone
 from email.errors import MessageError
 from email.utils import make_msgid
 
-from sequencer.channels import Channel, Health, OutboundTouch, SendResult
+import dkim
+
+from sequencer.channels import Channel, Health, OutboundTouch, SendResult, Sender
 from sequencer_email.message import add_footer, build_message, check_headers
+from sequencer_email.signing import DKIM_SCHEMA, DkimError, DkimKey, resolve_dkim
 from sequencer_email.transport import (
     Delivery,
     Transport,
@@ -53,10 +56,11 @@ class EmailChannel(Channel):
         "password": 'SMTP password; use { env = "VAR" } to read it from the environment',
         "timeout": "seconds to wait for the server on each command (default 30)",
         "message_id_domain": "domain of generated Message-IDs (default: the sender's domain)",
+        **DKIM_SCHEMA,
     }
 
     def unavailable_reason(self) -> str | None:
-        """Return why email cannot go out: no postal address, no SMTP host, or an unusable setting."""
+        """Return why email cannot go out: no postal address, no SMTP host, or an unusable setting or DKIM key."""
         context = getattr(self, "context", None)
         if context is None:
             return "the email channel has not been configured yet"
@@ -64,7 +68,8 @@ class EmailChannel(Channel):
             return NO_POSTAL_ADDRESS
         try:
             resolve_transport(context.settings)
-        except TransportError as exc:
+            resolve_dkim(context.settings)
+        except (TransportError, DkimError) as exc:
             return str(exc)
         return None
 
@@ -79,6 +84,30 @@ class EmailChannel(Channel):
         except OSError as exc:
             return Health(ok=False, detail=f"SMTP server {transport.label}: {describe_error(exc)}")
         return Health(ok=True, detail=f"ok ({transport.label}, {transport.security})")
+
+    def check_sender(self, sender: Sender, timeout: float = HEALTH_TIMEOUT) -> Health:
+        """Open an SMTP session (EHLO, STARTTLS, login) exactly as mail from this mailbox would, then QUIT."""
+        try:
+            transport = resolve_transport(self.context.settings, sender.transport)
+        except TransportError as exc:
+            return Health(ok=False, detail=str(exc))
+        try:
+            disconnect(connect(transport, timeout=min(transport.timeout, timeout)))
+        except OSError as exc:
+            return Health(ok=False, detail=f"SMTP server {transport.label}: {describe_error(exc)}")
+        login = f"logged in as {transport.username}" if transport.username else "connected (no login configured)"
+        return Health(ok=True, detail=f"{login} at {transport.label} ({transport.security})")
+
+    def dkim_record(self, sender: Sender) -> dict[str, str] | None:
+        """Return the DKIM record mail from this mailbox needs (name, selector, domain, record), or None.
+
+        Raises ValueError, naming the setting, when the configured key cannot be used.
+        """
+        key = resolve_dkim(self.context.settings, sender.transport)
+        if key is None:
+            return None
+        return {"selector": key.selector, "domain": key.domain_for(sender.address),
+                "name": key.record_name(sender.address), "record": key.record, "public_key": key.public_key}
 
     def prepare(self, touch: OutboundTouch) -> None:
         """Refuse header injection and add the postal address and unsubscribe link to both bodies."""
@@ -116,7 +145,8 @@ class EmailChannel(Channel):
             raise _Refused(touch, f"touch {touch.touch_id}: internationalized addresses (SMTPUTF8) are not supported")
         try:
             transport = resolve_transport(self.context.settings, touch.sender.transport)
-        except TransportError as exc:
+            key = resolve_dkim(self.context.settings, touch.sender.transport)
+        except (TransportError, DkimError) as exc:
             # Nothing was sent, so a new attempt after the setting is fixed is safe.
             raise _Refused(touch, f"mailbox {touch.sender.address}: {exc}", retryable=True) from None
         message_id = _message_id(touch, transport)
@@ -124,6 +154,8 @@ class EmailChannel(Channel):
             data = build_message(touch, message_id=message_id, date=datetime.now(timezone.utc)).as_bytes()
         except (ValueError, MessageError) as exc:
             raise _Refused(touch, f"touch {touch.touch_id}: cannot build the email: {exc}") from None
+        if key is not None:
+            data = _signed(touch, key, data)
         return transport, Outgoing(index, touch, touch.sender.address, touch.to_email, message_id, data)
 
 
@@ -133,6 +165,16 @@ class _Refused(Exception):
     def __init__(self, touch: OutboundTouch, error: str, retryable: bool = False) -> None:
         super().__init__(error)
         self.result = SendResult(touch.touch_id, accepted=False, error=error, retryable=retryable)
+
+
+def _signed(touch: OutboundTouch, key: DkimKey, data: bytes) -> bytes:
+    """Return the message bytes with their DKIM signature; these exact bytes go over SMTP."""
+    assert touch.sender is not None
+    try:
+        return key.sign(data, touch.sender.address)
+    except dkim.DKIMException as exc:
+        raise _Refused(touch, f"mailbox {touch.sender.address}: cannot DKIM-sign touch {touch.touch_id}: {exc}",
+                       retryable=True) from None
 
 
 def _message_id(touch: OutboundTouch, transport: Transport) -> str:

@@ -15,6 +15,7 @@ from sequencer.channels import OutboundTouch
 RESERVED_HEADERS = frozenset({
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to", "references",
     "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type", "content-transfer-encoding",
+    "dkim-signature",
 })
 
 
