@@ -80,6 +80,41 @@ class _Plan:
     outbound: dict[str, list[_Planned]] = field(default_factory=lambda: defaultdict(list))
 
 
+@dataclass
+class _Writes:
+    """New rows and exits of a batch's plan, written set-wise at the end so statements do not grow with it."""
+
+    touches: list[Touch] = field(default_factory=list)
+    tasks: list[tuple[Touch, dict[str, Any]]] = field(default_factory=list)
+    exits: list[tuple[Enrollment, str, str]] = field(default_factory=list)
+
+    def new_touch(self, e: Enrollment, step: Step, now: datetime) -> Touch:
+        touch = Touch(enrollment_id=e.id, step_key=step.key, lead_id=e.lead_id, mailbox_id=e.mailbox_id,
+                      channel=step.channel, action=step.action, status="pending", due_at=e.next_due_at,
+                      created_at=now, updated_at=now)
+        self.touches.append(touch)
+        return touch
+
+    def exit(self, e: Enrollment, state: str, reason: str) -> None:
+        self.exits.append((e, state, reason))
+
+    def save(self, session: so.Session, now: datetime, plugins: Plugins) -> None:
+        if self.touches:
+            columns = [c.key for c in Touch.__table__.columns if c.key != "id"]
+            rows = [{c: getattr(t, c) for c in columns} for t in self.touches]
+            # A batch holds one step per enrollment, so the enrollment id names its new touch.
+            ids = dict(session.execute(sa.insert(Touch).returning(Touch.enrollment_id, Touch.id), rows).all())
+            for touch in self.touches:
+                touch.id = ids[touch.enrollment_id]
+        if self.tasks:
+            session.execute(sa.insert(Task), [{**row, "touch_id": touch.id} for touch, row in self.tasks])
+        by_reason: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for e, state, reason in self.exits:
+            by_reason[(state, reason)].append(e.id)
+        for (state, reason), ids in by_reason.items():
+            end_enrollments(session, ids, state=state, reason=reason, now=now, plugins=plugins)
+
+
 class Engine:
     def __init__(self, runtime: Runtime, *, worker_id: str | None = None, batch_size: int | None = None) -> None:
         self.rt = runtime
@@ -199,23 +234,32 @@ class Engine:
                         .values(state="active", paused_reason=None, next_due_at=self.rt.now()))
 
     def resume_after_out_of_office(self, session: so.Session) -> None:
+        """Resume out-of-office pauses that are over; one with a rep's task still open goes back to waiting."""
         now = self.rt.now()
+        task_open = sa.select(Task.id).where(Task.enrollment_id == Enrollment.id, Task.state == "open").exists()
         session.execute(sa.update(Enrollment)
                         .where(Enrollment.state == "paused", Enrollment.paused_reason == "out_of_office",
                                Enrollment.resume_at <= now)
-                        .values(state="active", paused_reason=None, resume_at=None,
-                                next_due_at=sa.func.coalesce(Enrollment.next_due_at, now)))
+                        .values(state=sa.case((task_open, "waiting_task"), else_="active"),
+                                paused_reason=None, resume_at=None,
+                                next_due_at=sa.case((task_open, None),
+                                                    else_=sa.func.coalesce(Enrollment.next_due_at, now))))
 
     # -- 2. plan ----------------------------------------------------------------------------
 
     def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> _Plan:
         now = self.rt.now()
         self._lock_throttled_rows(session, ids)
-        enrollments = list(session.scalars(
-            sa.select(Enrollment).where(Enrollment.id.in_(ids))
+        query = (
+            sa.select(Enrollment)
+            # Only what this worker still holds: a lease that expired may have passed to another worker.
+            .where(Enrollment.id.in_(ids), Enrollment.lease_owner == self.worker_id, Enrollment.state == "active")
             .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.mailbox),
                      so.joinedload(Enrollment.cadence).selectinload(Cadence.steps))
-        ).unique())
+        )
+        if not is_sqlite(session):
+            query = query.with_for_update(of=Enrollment)
+        enrollments = list(session.scalars(query).unique())
         leads = [e.lead for e in enrollments]
         owners = {u.id: u for u in session.scalars(
             sa.select(User).where(User.id.in_({lead.owner_id for lead in leads if lead.owner_id})))}
@@ -244,22 +288,19 @@ class Engine:
         domain_limit = self.rt.settings.sending.max_per_recipient_domain_per_hour
         domain_sent = self._domain_counts(session, leads, now) if domain_limit else Counter()
 
-        plan = _Plan()
-        new_touches: list[tuple[Enrollment, Touch, int, OutboundTouch | None]] = []
+        writes = _Writes()
+        sending: list[tuple[Enrollment, Touch, int, OutboundTouch]] = []
         for e in enrollments:
             e.lease_owner = e.lease_until = None
             step, lead = steps[e.id], e.lead
             if step is None:
-                self._finish(session, e, now, report)
+                writes.exit(e, "finished", "completed")
                 continue
             if lead.opted_out_at:
-                report.exited += len(end_for_lead(session, lead, state="opted_out", reason="opted out", now=now,
-                                                  plugins=self.rt.plugins))
+                writes.exit(e, "opted_out", "opted out")
                 continue
             if lead.id in blocked[step.channel]:
-                report.exited += len(end_enrollments(session, [e.id], state="removed", now=now,
-                                                     reason=f"suppressed: {blocked[step.channel][lead.id]}",
-                                                     plugins=self.rt.plugins))
+                writes.exit(e, "removed", f"suppressed: {blocked[step.channel][lead.id]}")
                 continue
             touch = existing.get((e.id, step.key))
             if touch is not None and touch.status not in ("pending", "failed"):
@@ -267,7 +308,7 @@ class Engine:
                 continue
             missing = _missing_address(step, lead)
             if missing:
-                self._skip_step(session, e, step, touch, now, missing, report)
+                self._skip_step(writes, e, step, touch, now, missing, report)
                 continue
             calendar = _calendar(e.cadence, lead)
             try:
@@ -279,58 +320,63 @@ class Engine:
                 self._pause(e, "no_sending_window", report)
                 log.warning("enrollment %s: %s", e.id, exc)
                 continue
+            # A touch waiting for its retry is already counted: it must not throttle itself.
+            own = 1 if touch is not None and touch.status in COUNTED else 0
             if step.action == "auto":
                 reason = self._cannot_send(e, step, channel_status)
                 if reason:
                     self._pause(e, reason, report)
                     continue
-                if step.channel == "email" and mailbox_sent[e.mailbox_id] >= e.mailbox.daily_cap:
+                if step.channel == "email" and mailbox_sent[e.mailbox_id] - own >= e.mailbox.daily_cap:
                     # Caps are a rolling 24 hours, as providers count them; look again later.
                     e.next_due_at = calendar.next_opening(now + timedelta(minutes=30))
                     report.deferred += 1
                     continue
-                if step.channel == "email" and domain_limit and domain_sent[lead.domain] >= domain_limit:
+                if step.channel == "email" and domain_limit and domain_sent[lead.domain] - own >= domain_limit:
                     e.next_due_at = calendar.next_opening(now + timedelta(minutes=10))
                     report.deferred += 1
                     continue
-            if lead_touches[lead.id] >= max_per_lead:
+            if lead_touches[lead.id] - own >= max_per_lead:
                 e.next_due_at = calendar.next_opening(now + timedelta(hours=1))
                 report.deferred += 1
                 continue
-            lead_touches[lead.id] += 1
+            lead_touches[lead.id] += 1 - own
             variant = choose_variant(step, e.id)
             context = template_context(lead, owners.get(lead.owner_id), e.mailbox, plugins=self.rt.plugins,
                                        base_url=self.rt.settings.web.base_url,
                                        secret_key=self.rt.settings.web.secret_key)
             if touch is None:
-                touch = Touch(enrollment_id=e.id, step_key=step.key, lead_id=lead.id, mailbox_id=e.mailbox_id,
-                              channel=step.channel, action=step.action, due_at=e.next_due_at, created_at=now)
-                session.add(touch)
+                touch = writes.new_touch(e, step, now)
             touch.variant_key = variant.get("key") if variant else None
             touch.updated_at = now
             if step.action == "manual":
-                self._open_task(session, e, step, touch, variant, context, owners, now, report)
+                self._open_task(writes, e, step, touch, variant, context, now, report)
                 continue
             try:
                 rendered = render_step(self.rt.renderer, step, variant, context, thread_subject=e.thread_subject)
-                outbound = self._outbound(e, step, touch, lead, rendered, context)
+                outbound = self._outbound(e, step, touch, lead, rendered)
                 self.rt.plugins.channel(step.channel).prepare(outbound)
             except (TemplateProblem, ValueError) as exc:
-                reason = exc.reason if isinstance(exc, TemplateProblem) else str(exc)
-                touch.status, touch.error = "failed", reason
+                touch.status, touch.error = "failed", exc.reason if isinstance(exc, TemplateProblem) else str(exc)
                 self._pause(e, "template_error", report)
                 continue
-            mailbox_sent[e.mailbox_id] += step.channel == "email"
-            domain_sent[lead.domain] += step.channel == "email"
+            mailbox_sent[e.mailbox_id] += (step.channel == "email") - own
+            domain_sent[lead.domain] += (step.channel == "email") - own
             touch.status, touch.error, touch.retry_at = "sending", None, None
             touch.subject, touch.body_text, touch.body_html = rendered.subject, outbound.text, outbound.html
             touch.message_id = outbound.message_id
-            # Keep the lease until settle(): a crash from here on leaves a `sending` touch to review.
-            e.lease_owner, e.lease_until = self.worker_id, self.db_now(session, self.config.lease_seconds)
-            new_touches.append((e, touch, attempts.get(touch.id, 0) + 1 if touch.id else 1, outbound))
+            sending.append((e, touch, attempts.get(touch.id, 0) + 1 if touch.id else 1, outbound))
         session.flush()
-        session.add_all(TouchAttempt(touch_id=t.id, number=n, started_at=now) for _, t, n, _ in new_touches)
-        for e, touch, number, outbound in new_touches:
+        writes.save(session, now, self.rt.plugins)
+        report.exited += len(writes.exits)
+        # Keep the lease until settle(): a crash from here on leaves a `sending` touch to review.
+        if sending:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([e.id for e, *_ in sending])).values(
+                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+            session.execute(sa.insert(TouchAttempt), [
+                {"touch_id": t.id, "number": n, "started_at": now} for _, t, n, _ in sending])
+        plan = _Plan()
+        for e, touch, number, outbound in sending:
             outbound.touch_id, outbound.attempt = touch.id, number
             plan.outbound[touch.channel].append(_Planned(e.id, touch.id, number, outbound))
         return plan
@@ -378,8 +424,7 @@ class Engine:
                 return "mailbox_held"
         return None
 
-    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any,
-                  context: dict[str, Any]) -> OutboundTouch:
+    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any) -> OutboundTouch:
         sender = None
         message_id = in_reply_to = references = None
         if e.mailbox is not None:
@@ -398,8 +443,8 @@ class Engine:
             unsubscribe_url=unsubscribe_url(self.rt.settings.web.base_url, self.rt.settings.web.secret_key, lead.id),
         )
 
-    def _open_task(self, session: so.Session, e: Enrollment, step: Step, touch: Touch, variant: Any,
-                   context: dict[str, Any], owners: dict[int, User], now: datetime, report: BatchReport) -> None:
+    def _open_task(self, writes: _Writes, e: Enrollment, step: Step, touch: Touch, variant: Any,
+                   context: dict[str, Any], now: datetime, report: BatchReport) -> None:
         """Open a task for the lead's owner; the enrollment waits until it is done or skipped."""
         try:
             instructions = render_step(self.rt.renderer, step, variant, context).text
@@ -411,18 +456,16 @@ class Engine:
         who = lead.full_name or lead.email or lead.phone or f"lead {lead.id}"
         title = f"{verb} {who}" + (f" ({lead.company})" if lead.company else "")
         touch.status, touch.subject, touch.body_text = "pending", step.subject, instructions
-        session.add(Task(owner_id=lead.owner_id, lead=lead, enrollment_id=e.id, kind=TASK_KIND[step.channel],
-                         title=title, instructions=instructions, due_at=now, state="open", created_at=now,
-                         priority=_task_priority(step.channel), touch=touch))
+        writes.tasks.append((touch, {"owner_id": lead.owner_id, "lead_id": lead.id, "enrollment_id": e.id,
+                                     "kind": TASK_KIND[step.channel], "title": title, "instructions": instructions,
+                                     "due_at": now, "state": "open", "created_at": now,
+                                     "priority": _task_priority(step.channel)}))
         e.state, e.next_due_at = "waiting_task", None
         report.tasks += 1
 
-    def _skip_step(self, session: so.Session, e: Enrollment, step: Step, touch: Touch | None, now: datetime,
+    def _skip_step(self, writes: _Writes, e: Enrollment, step: Step, touch: Touch | None, now: datetime,
                    reason: str, report: BatchReport) -> None:
-        if touch is None:
-            touch = Touch(enrollment_id=e.id, step_key=step.key, lead_id=e.lead_id, mailbox_id=e.mailbox_id,
-                          channel=step.channel, action=step.action, due_at=e.next_due_at, created_at=now)
-            session.add(touch)
+        touch = touch or writes.new_touch(e, step, now)
         touch.status, touch.error, touch.updated_at = "skipped", reason, now
         advance(e, now, self.rt.plugins)
         if e.exited_at:
@@ -441,10 +484,6 @@ class Engine:
     def _pause(self, e: Enrollment, reason: str, report: BatchReport) -> None:
         e.state, e.paused_reason = "paused", reason
         report.paused += 1
-
-    def _finish(self, session: so.Session, e: Enrollment, now: datetime, report: BatchReport) -> None:
-        report.exited += len(end_enrollments(session, [e.id], state="finished", reason="completed", now=now,
-                                             plugins=self.rt.plugins))
 
     # -- 3. send and settle -----------------------------------------------------------------
 
@@ -468,10 +507,12 @@ class Engine:
         if not items:
             return
         touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.id.in_([i.touch_id for i in items])))}
-        enrollments = {e.id: e for e in session.scalars(
-            sa.select(Enrollment).where(Enrollment.id.in_([i.enrollment_id for i in items]))
-            .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.cadence).selectinload(Cadence.steps)))
-            .unique()}
+        query = (sa.select(Enrollment).where(Enrollment.id.in_([i.enrollment_id for i in items]))
+                 .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.cadence).selectinload(Cadence.steps)))
+        if not is_sqlite(session):
+            # Serialize with another worker's plan() of the same enrollment (after a lease expired).
+            query = query.with_for_update(of=Enrollment)
+        enrollments = {e.id: e for e in session.scalars(query).unique()}
         attempts = {(a.touch_id, a.number): a for a in session.scalars(
             sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches))))}
         sent_events: list[SentTouch] = []
@@ -483,41 +524,51 @@ class Engine:
             attempt.finished_at, touch.updated_at = now, now
             e.lease_owner = e.lease_until = None
             touch.provider_status = result.provider_status
+            # needs_review: housekeeping thought this worker had died; its answer is the truth.
+            # Any other state: the enrollment ended while the message was out (a reply, an
+            # opt-out): record the touch, never bring the enrollment back.
+            live = e.state in ("active", "needs_review")
             if result.accepted:
-                touch.status, touch.sent_at, touch.provider_id = "sent", now, result.provider_id
+                touch.status, touch.sent_at, touch.provider_id, touch.error = "sent", now, result.provider_id, None
                 if touch.channel == "email":
                     _thread(e, touch)
-                advance(e, now, self.rt.plugins)
+                if live:
+                    advance(e, now, self.rt.plugins)
                 report.sent += 1
                 sent_events.append(SentTouch(touch.id, e.lead_id, touch.channel, touch.step_key,
                                              touch.provider_id, touch.message_id, now))
-            elif result.recipient_problem:
-                attempt.error = touch.error = result.error or result.recipient_problem
+                continue
+            attempt.error = touch.error = result.error or result.recipient_problem
+            if result.recipient_problem:
                 touch.status = "failed"
                 self._recipient_problem(session, e, touch, result.recipient_problem, now)
                 report.exited += 1
+            elif result.retryable and not live:
+                touch.status, touch.error = "failed", f"not retried, the enrollment ended: {result.error}"
+                report.failed += 1
             elif result.retryable and item.attempt < self.config.max_attempts:
                 retry_at = now + timedelta(seconds=self.config.retry_base_seconds * 2 ** (item.attempt - 1))
-                attempt.error, attempt.retry_at = result.error, retry_at
-                touch.status, touch.error, touch.retry_at = "pending", result.error, retry_at
-                e.next_due_at = retry_at
+                attempt.retry_at = touch.retry_at = retry_at
+                touch.status = "pending"
+                e.state, e.paused_reason, e.next_due_at = "active", None, retry_at
                 report.retried += 1
-            elif result.retryable or result.provider_status != "unknown":
-                attempt.error = touch.error = result.error
+            elif result.retryable:
                 touch.status = "failed"
-                if result.retryable:
-                    report.exited += len(end_enrollments(
-                        session, [e.id], state="failed", now=now, plugins=self.rt.plugins,
-                        reason=f"step {touch.step_key} failed after {item.attempt} attempts: {result.error}"))
-                else:
-                    # The provider refused this message for a reason that is not the lead's
-                    # address (too big, filtered...): the touch failed, the cadence goes on.
+                report.exited += len(end_enrollments(
+                    session, [e.id], state="failed", now=now, plugins=self.rt.plugins,
+                    reason=f"step {touch.step_key} failed after {item.attempt} attempts: {result.error}"))
+                report.failed += 1
+            elif result.provider_status != "unknown":
+                # The provider refused this message for a reason that is not the lead's
+                # address (too big, filtered...): the touch failed, the cadence goes on.
+                touch.status = "failed"
+                if live:
                     advance(e, now, self.rt.plugins)
                 report.failed += 1
             else:
-                attempt.error = touch.error = result.error
                 touch.status = "unknown"
-                e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
+                if live:
+                    e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
                 report.failed += 1
         session.flush()
         for event in sent_events:

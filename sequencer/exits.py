@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from sequencer.leads import FREE_MAIL_DOMAINS
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Task
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def end_enrollments(session: so.Session, enrollment_ids: Iterable[int], *, state
             .values(state="skipped", notes=f"enrollment ended: {reason}", completed_at=now)
         )
         if plugins is not None:
-            for enrollment in session.scalars(sa.select(Enrollment).where(Enrollment.id.in_(ended))):
+            for enrollment in session.scalars(sa.select(Enrollment).where(Enrollment.id.in_(ended))
+                                              .execution_options(populate_existing=True)):
                 plugins.hook.enrollment_exited(enrollment=enrollment, reason=reason)
     return ended
 
@@ -64,7 +66,8 @@ def end_on_event(session: so.Session, enrollment: Enrollment, *, event: str, sta
         lead_ids = [enrollment.lead_id]
         if scope == "account":
             domain = session.scalar(sa.select(Lead.domain).where(Lead.id == enrollment.lead_id))
-            if domain:
+            # Everyone at gmail.com is not one account.
+            if domain and domain not in FREE_MAIL_DOMAINS:
                 lead_ids = list(session.scalars(sa.select(Lead.id).where(Lead.domain == domain)))
         ids += live_enrollment_ids(session, lead_ids)
     return end_enrollments(session, set(ids), state=state, reason=reason, now=now, plugins=plugins)

@@ -14,6 +14,7 @@ import sqlalchemy.orm as so
 
 from sequencer import suppressions
 from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
+from sequencer.leads import FREE_MAIL_DOMAINS
 from sequencer.mailreading import MailReading, as_dict, read_message
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch, User
 from sequencer.optouts import opt_out
@@ -202,16 +203,10 @@ def _lead_by_email(session: so.Session, address: str) -> Lead | None:
     return session.scalar(sa.select(Lead).where(Lead.email_normalized == address.strip().lower()))
 
 
-# A shared address at these providers says nothing about which company a sender works for.
-FREE_MAIL = frozenset({"gmail.com", "googlemail.com", "yahoo.com", "outlook.com", "hotmail.com", "live.com",
-                       "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net",
-                       "web.de", "mail.ru", "yandex.ru", "ya.ru", "bk.ru", "inbox.ru", "list.ru", "rambler.ru"})
-
-
 def _lead_by_account(session: so.Session, address: str) -> Lead | None:
     """Match a reply from a colleague: the lead at the sender's company who is in a cadence, latest enrolled."""
     domain = address.rpartition("@")[2].lower()
-    if not domain or domain in FREE_MAIL:
+    if not domain or domain in FREE_MAIL_DOMAINS:
         return None
     return session.scalar(
         sa.select(Lead).join(Enrollment, Enrollment.lead_id == Lead.id)

@@ -17,6 +17,13 @@ from sequencer.models import Lead
 GIVEN, INFERRED, AMBIGUOUS, UNKNOWN = "given", "inferred", "ambiguous", "unknown"
 
 
+# A shared address at these providers says nothing about which company a person works for.
+FREE_MAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "outlook.com", "hotmail.com", "live.com", "icloud.com", "me.com",
+    "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net", "web.de", "mail.ru", "yandex.ru", "ya.ru",
+    "bk.ru", "inbox.ru", "list.ru", "rambler.ru",
+})
+
 class LeadDataError(ValueError):
     """A lead's email, phone, country or time zone cannot be used; the message names the value and the fix."""
 

@@ -231,7 +231,7 @@ class Enrollment(Base):
     anchor_at: so.Mapped[datetime]
     paused_reason: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     resume_at: so.Mapped[datetime | None]
-    exit_reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    exit_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
     exited_at: so.Mapped[datetime | None]
     lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     lease_until: so.Mapped[datetime | None]
@@ -262,7 +262,7 @@ class Touch(Base):
     action: so.Mapped[str] = so.mapped_column(sa.String(10), default="auto")
     variant_key: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     status: so.Mapped[str] = so.mapped_column(_enum(TouchStatus, "touch_status"), default="pending")
-    provider_status: so.Mapped[str | None] = so.mapped_column(sa.String(50))
+    provider_status: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the provider's own words
     provider_id: so.Mapped[str | None] = so.mapped_column(sa.String(300))
     message_id: so.Mapped[str | None] = so.mapped_column(sa.String(300), unique=True)
     subject: so.Mapped[str | None] = so.mapped_column(sa.Text)

@@ -1,0 +1,385 @@
+"""Inbound mail acting on enrollments: replies and their exit scope, opt-outs, auto-replies, bounces, complaints."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, Touch
+
+REP = "rep@acme.example"
+ALWAYS_OPEN = """
+[schedule]
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+start = "00:00"
+end = "24:00"
+timezone = "UTC"
+holidays = "none"
+"""
+STEPS = """
+[[steps]]
+key = "intro"
+channel = "email"
+subject = "Question for {{ lead.first_name }}"
+body = "Hi {{ lead.first_name }}, a question."
+
+[[steps]]
+key = "bump"
+channel = "email"
+wait = "2d"
+thread = true
+body = "Hi {{ lead.first_name }}, bumping this."
+"""
+LEADS = f"""email,first_name,company,timezone,owner
+ann@corp.example,Ann,Corp,America/New_York,{REP}
+ben@corp.example,Ben,Corp,America/New_York,{REP}
+zed@other.example,Zed,Other,America/New_York,{REP}
+"""
+START = "2026-03-02T14:00:00Z"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def cadence(cli, tmp_path: Path, name: str, exit_rules: str = "") -> None:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n{ALWAYS_OPEN}\n{exit_rules}\n{STEPS}', encoding="utf-8")
+    cli("cadence", "apply", str(path))
+
+
+@pytest.fixture
+def world(cli, tmp_path: Path, smtp_sink) -> None:
+    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep")
+    cli("mailboxes", "add", REP, "--owner", REP, "--name", "Rita Rep")
+    leads = tmp_path / "leads.csv"
+    leads.write_text(LEADS, encoding="utf-8")
+    cli("leads", "import", str(leads), now=START)
+
+
+def start(cli, tmp_path: Path, name: str = "main", exit_rules: str = "", leads: tuple[str, ...] = (
+        "ann@corp.example", "ben@corp.example", "zed@other.example")) -> None:
+    cadence(cli, tmp_path, name, exit_rules)
+    cli("enroll", "--cadence", name, *leads, now=START)
+    cli("worker", "--once", now=START)
+
+
+def sent_to(smtp_sink, email: str) -> EmailMessage:
+    return [m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == email][-1]
+
+
+def inbound(cli, tmp_path: Path, raw: bytes, now: str = "2026-03-02T15:00:00Z") -> dict:
+    path = tmp_path / "inbound.eml"
+    path.write_bytes(raw)
+    return json.loads(cli("inbound", "email", str(path), now=now).output)
+
+
+def states(runtime) -> dict[tuple[str, str], str]:
+    with runtime.session() as s:
+        rows = s.execute(sa.select(Lead.email, Enrollment.cadence_name, Enrollment.state)
+                         .join(Lead, Lead.id == Enrollment.lead_id)).all()
+    return {(email, name): state for email, name, state in rows}
+
+
+def reply(*, sender: str, body: str, subject: str = "Re: Question", in_reply_to: str | None = None,
+          references: str | None = None, headers: dict[str, str] | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = REP
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="mail.example")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return bytes(msg)
+
+
+def dsn(original: EmailMessage, recipient: str, status: str, diagnostic: str, action: str = "failed") -> bytes:
+    """An RFC 3464 delivery status notification returning our message's headers."""
+    headers = "".join(f"{k}: {v}\r\n" for k, v in original.items())
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.corp.example>\r\n"
+        f"To: {REP}\r\n"
+        "Subject: Delivery Status Notification\r\n"
+        f"Message-ID: {make_msgid(domain='mx.corp.example')}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.corp.example.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.corp.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\n"
+        f"Status: {status}\r\nDiagnostic-Code: smtp; {diagnostic}\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}"
+        "--B--\r\n"
+    ).encode()
+
+
+def arf(original: EmailMessage, recipient: str, feedback_type: str = "abuse") -> bytes:
+    """An RFC 5965 abuse report, in the shape of shared/data/bounces/arf-*.eml, about our message."""
+    return (
+        "From: Feedback Loop <fbl@isp.example>\r\n"
+        f"To: {REP}\r\n"
+        "Subject: Email Feedback Report for IP 192.0.2.10\r\n"
+        f"Message-ID: {make_msgid(domain='isp.example')}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
+        "--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: {feedback_type}\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\n"
+        f"Original-Rcpt-To: {recipient}\r\nSource-IP: 192.0.2.10\r\n\r\n"
+        f"--F\r\nContent-Type: message/rfc822\r\n\r\n{original.as_string()}\r\n"
+        "--F--\r\n"
+    ).encode()
+
+
+def touch_of(runtime, email: str, step: str = "intro") -> Touch:
+    with runtime.session() as s:
+        return s.scalar(sa.select(Touch).join(Lead, Lead.id == Touch.lead_id)
+                        .where(Lead.email == email, Touch.step_key == step))
+
+
+def reply_tasks(runtime) -> list[tuple[str, int | None]]:
+    with runtime.session() as s:
+        return s.execute(sa.select(Lead.email, Task.touch_id).join(Lead, Lead.id == Task.lead_id)
+                         .where(Task.kind == "reply")).all()
+
+
+# -- matching --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["in-reply-to", "references", "sender"])
+def test_reply_is_matched(cli, world, runtime, tmp_path, smtp_sink, how) -> None:
+    start(cli, tmp_path)
+    ours = sent_to(smtp_sink, "ann@corp.example")["Message-ID"]
+    if how == "in-reply-to":
+        # Someone else at the account answers in the thread: the headers, not the sender, decide.
+        raw = reply(sender="Assistant <assistant@elsewhere.example>", body="Ann asked me to reply.",
+                    in_reply_to=ours)
+    elif how == "references":
+        raw = reply(sender="Assistant <assistant@elsewhere.example>", body="Ann asked me to reply.",
+                    references=f"<older@mail.example> {ours}")
+    else:
+        raw = reply(sender="Ann <ANN@Corp.Example>", body="Ann here, from my phone.")
+    result = inbound(cli, tmp_path, raw)
+
+    with runtime.session() as s:
+        ann = s.scalar(sa.select(Lead).where(Lead.email == "ann@corp.example"))
+        event = s.scalar(sa.select(InboundEvent))
+    assert (result["kind"], result["lead_id"]) == ("reply", ann.id)
+    assert event.lead_id == ann.id
+    assert event.touch_id == (None if how == "sender" else touch_of(runtime, "ann@corp.example").id)
+    assert states(runtime)[("ann@corp.example", "main")] == "replied"
+    assert states(runtime)[("zed@other.example", "main")] == "active"
+    assert [email for email, _ in reply_tasks(runtime)] == ["ann@corp.example"]
+
+
+# -- exit scope ------------------------------------------------------------------------------
+
+
+def test_account_scope_ends_every_lead_at_the_domain(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path, exit_rules='[exit]\nscope = "account"')
+    inbound(cli, tmp_path, reply(sender="ann@corp.example", body="Not now, thanks.",
+                                 in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"]))
+    assert states(runtime) == {("ann@corp.example", "main"): "replied", ("ben@corp.example", "main"): "replied",
+                               ("zed@other.example", "main"): "active"}
+    cli("worker", "--once", now="2026-03-04T14:00:00Z")
+    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()[3:]] == ["zed@other.example"]
+
+
+def test_lead_scope_ends_the_leads_other_cadences_only(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path, "main")
+    start(cli, tmp_path, "second", leads=("ann@corp.example", "ben@corp.example"))
+    first_to_ann = [m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "ann@corp.example"][0]
+    inbound(cli, tmp_path, reply(sender="ann@corp.example", body="Let's talk.", in_reply_to=first_to_ann["Message-ID"]))
+    assert states(runtime) == {
+        ("ann@corp.example", "main"): "replied", ("ann@corp.example", "second"): "replied",
+        ("ben@corp.example", "main"): "active", ("ben@corp.example", "second"): "active",
+        ("zed@other.example", "main"): "active",
+    }
+
+
+def test_cadence_exiting_only_on_meetings_goes_on_after_a_reply(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path, exit_rules='[exit]\non = ["meeting"]', leads=("ann@corp.example",))
+    result = inbound(cli, tmp_path, reply(sender="ann@corp.example", body="Interesting, tell me more.",
+                                          in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"]))
+    assert "opened a reply task for the owner" in result["actions"]
+    assert states(runtime) == {("ann@corp.example", "main"): "active"}
+    assert reply_tasks(runtime) == [("ann@corp.example", touch_of(runtime, "ann@corp.example").id)]
+    cli("worker", "--once", now="2026-03-04T14:00:00Z")
+    assert sent_to(smtp_sink, "ann@corp.example")["Subject"] == "Re: Question for Ann"
+
+
+def test_account_scope_does_not_join_people_on_a_free_mail_domain(cli, world, runtime, tmp_path,
+                                                                    smtp_sink) -> None:
+    leads = tmp_path / "gmail.csv"
+    leads.write_text(f"email,first_name,company,owner\nkim@gmail.com,Kim,Kim Bakery,{REP}\n"
+                     f"lou@gmail.com,Lou,Lou Plumbing,{REP}\n", encoding="utf-8")
+    cli("leads", "import", str(leads), now=START)
+    start(cli, tmp_path, exit_rules='[exit]\nscope = "account"', leads=("kim@gmail.com", "lou@gmail.com"))
+    inbound(cli, tmp_path, reply(sender="kim@gmail.com", body="No thanks.",
+                                 in_reply_to=sent_to(smtp_sink, "kim@gmail.com")["Message-ID"]))
+    assert states(runtime) == {("kim@gmail.com", "main"): "replied", ("lou@gmail.com", "main"): "active"}
+
+
+# -- opt-outs and complaints -------------------------------------------------------------------
+
+
+def _assert_opted_out(runtime, email: str) -> None:
+    with runtime.session() as s:
+        lead = s.scalar(sa.select(Lead).where(Lead.email == email))
+        suppressed = s.scalars(sa.select(Suppression.value).where(Suppression.kind == "email")).all()
+        kinds = s.scalars(sa.select(InboundEvent.kind).where(InboundEvent.lead_id == lead.id)).all()
+    assert lead.opted_out_at is not None
+    assert email in suppressed
+    assert "opt_out" in kinds
+    assert states(runtime)[(email, "main")] == "opted_out"
+
+
+def test_unsubscribe_reply_opts_out_and_suppresses(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path)
+    inbound(cli, tmp_path, reply(sender="ann@corp.example", body="Please unsubscribe me from these emails.",
+                                 in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"]))
+    _assert_opted_out(runtime, "ann@corp.example")
+    cli("worker", "--once", now="2026-03-04T14:00:00Z")
+    assert "ann@corp.example" not in [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()[3:]]
+
+
+def test_complaint_opts_out(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path)
+    result = inbound(cli, tmp_path, arf(sent_to(smtp_sink, "ben@corp.example"), "ben@corp.example"))
+    assert result["kind"] == "complaint"
+    _assert_opted_out(runtime, "ben@corp.example")
+    assert states(runtime)[("ann@corp.example", "main")] == "active"
+
+
+# -- auto-replies ----------------------------------------------------------------------------
+
+
+def test_out_of_office_pauses_until_the_next_working_day_then_resumes(cli, world, runtime, tmp_path,
+                                                                     smtp_sink) -> None:
+    start(cli, tmp_path, leads=("ann@corp.example",))
+    result = inbound(cli, tmp_path, reply(
+        sender="ann@corp.example", subject="Automatic reply: Question for Ann",
+        body="I am out of the office until 13 March 2026 with limited access to email.",
+        in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"], headers={"Auto-Submitted": "auto-replied"}))
+    assert result["kind"] == "auto_reply"
+    with runtime.session() as s:
+        e = s.scalar(sa.select(Enrollment))
+    # Back Friday the 13th: resume on Monday the 16th, midnight in New York (EDT since the 8th).
+    assert (e.state, e.paused_reason, e.resume_at) == ("paused", "out_of_office", utc("2026-03-16T04:00:00Z"))
+    assert reply_tasks(runtime) == []
+
+    cli("worker", "--once", now="2026-03-16T03:59:00Z")
+    assert len(smtp_sink.messages()) == 1
+    cli("worker", "--once", now="2026-03-16T04:00:00Z")
+    assert sent_to(smtp_sink, "ann@corp.example")["Subject"] == "Re: Question for Ann"
+    assert states(runtime)[("ann@corp.example", "main")] == "finished"
+
+
+TASK_FIRST = 'name = "research"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "research"
+channel = "task"
+body = "Look up {{ lead.company }}."
+
+[[steps]]
+key = "email"
+channel = "email"
+subject = "After the call"
+body = "Hi {{ lead.first_name }}."
+"""
+
+
+def test_out_of_office_during_an_open_task_does_not_duplicate_it(cli, world, runtime, tmp_path) -> None:
+    path = tmp_path / "research.toml"
+    path.write_text(TASK_FIRST, encoding="utf-8")
+    cli("cadence", "apply", str(path))
+    cli("enroll", "--cadence", "research", "ann@corp.example", now=START)
+    cli("worker", "--once", now=START)
+    assert states(runtime)[("ann@corp.example", "research")] == "waiting_task"
+    inbound(cli, tmp_path, reply(sender="ann@corp.example", subject="Out of office",
+                                 body="I am out of the office until 4 March 2026.",
+                                 headers={"Auto-Submitted": "auto-replied"}))
+    assert states(runtime)[("ann@corp.example", "research")] == "paused"
+
+    cli("worker", "--once", now="2026-03-06T14:00:00Z")
+    with runtime.session() as s:
+        tasks = s.execute(sa.select(Task.kind, Task.state)).all()
+    assert tasks == [("task", "open")]
+    assert states(runtime)[("ann@corp.example", "research")] == "waiting_task"
+
+
+# -- bounces and delivery reports -------------------------------------------------------------
+
+DMARC_FAILURE = ("550 5.7.26 This mail has been blocked because the sender is unauthenticated. "
+                 "DMARC policy of acme.example requires SPF or DKIM to pass")
+
+
+def test_sender_problem_holds_the_mailbox_not_the_lead(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path, leads=("ann@corp.example",))
+    result = inbound(cli, tmp_path, dsn(sent_to(smtp_sink, "ann@corp.example"), "ann@corp.example", "5.7.26",
+                                        DMARC_FAILURE))
+    assert result["kind"] == "bounce" and f"held mailbox {REP}" in result["actions"]
+
+    [mailbox] = json.loads(cli("mailboxes", "list", "--format", "json").output)
+    assert mailbox["state"] == "held" and "5.7.26" in mailbox["held_reason"]
+    assert mailbox["held_at"] == "2026-03-02T15:00:00Z"
+    with runtime.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
+        assert s.scalar(sa.select(Lead.email_invalid).where(Lead.email == "ann@corp.example")) is False
+    assert states(runtime) == {("ann@corp.example", "main"): "active"}
+
+    cli("worker", "--once", now="2026-03-04T14:00:00Z")  # the bump is due
+    assert len(smtp_sink.messages()) == 1
+    with runtime.session() as s:
+        e = s.scalar(sa.select(Enrollment))
+    assert (e.state, e.paused_reason) == ("paused", "mailbox_held")
+
+    assert "1 enrollment(s) resumed" in cli("mailboxes", "release", REP, now="2026-03-05T14:00:00Z").output
+    cli("worker", "--once", now="2026-03-05T14:00:00Z")
+    assert sent_to(smtp_sink, "ann@corp.example")["Subject"] == "Re: Question for Ann"
+    assert states(runtime) == {("ann@corp.example", "main"): "finished"}
+
+
+def test_sender_problem_without_our_headers_holds_the_mailbox_it_came_back_to(cli, world, runtime, tmp_path,
+                                                                               smtp_sink) -> None:
+    start(cli, tmp_path, leads=("ann@corp.example",))
+    bare = EmailMessage()  # a DSN whose returned part carries no Message-ID
+    bare["From"], bare["To"], bare["Subject"] = REP, "ann@corp.example", "Question for Ann"
+    result = inbound(cli, tmp_path, dsn(bare, "ann@corp.example", "5.7.26", DMARC_FAILURE))
+    assert result["kind"] == "bounce"
+    [mailbox] = json.loads(cli("mailboxes", "list", "--format", "json").output)
+    assert mailbox["state"] == "held"
+
+
+def test_delivery_report_marks_the_touch_delivered(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path, leads=("ann@corp.example",))
+    assert touch_of(runtime, "ann@corp.example").status == "sent"
+    result = inbound(cli, tmp_path, dsn(sent_to(smtp_sink, "ann@corp.example"), "ann@corp.example", "2.0.0",
+                                        "250 2.0.0 OK queued as 12345", action="delivered"))
+    assert result["kind"] == "delivery_report"
+    touch = touch_of(runtime, "ann@corp.example")
+    assert (touch.status, touch.provider_status) == ("delivered", "delivered")
+    assert states(runtime) == {("ann@corp.example", "main"): "active"}
+
+
+def test_unmatched_message_is_recorded(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path)
+    result = inbound(cli, tmp_path, reply(sender="stranger@nowhere.example", subject="Hello?",
+                                          body="Who is this?", in_reply_to="<not-ours@nowhere.example>"))
+    assert (result["kind"], result["lead_id"]) == ("reply", None)
+    with runtime.session() as s:
+        event = s.scalar(sa.select(InboundEvent))
+        assert s.scalar(sa.select(sa.func.count()).select_from(Task)) == 0
+    assert (event.kind, event.lead_id, event.touch_id) == ("reply", None, None)
+    assert "Who is this?" in event.raw
+    assert set(states(runtime).values()) == {"active"}

@@ -1,0 +1,225 @@
+"""Reps' tasks through the CLI: the daily list in the rep's zone, outcomes, skips and their audit trail."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sequencer.models import AuditEntry, Enrollment, Lead, Task, Touch
+
+RITA, OMAR = "rita@acme.example", "omar@acme.example"
+ALWAYS_OPEN = """
+[schedule]
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+start = "00:00"
+end = "24:00"
+timezone = "UTC"
+holidays = "none"
+"""
+CALLS = 'name = "calls"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "call"
+channel = "voice"
+body = "Call {{ lead.first_name }} at {{ lead.phone }}."
+
+[[steps]]
+key = "after"
+channel = "email"
+wait = "1d"
+subject = "After our call"
+body = "Hi {{ lead.first_name }}, thanks for your time."
+"""
+TODO = 'name = "todo"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "research"
+channel = "task"
+body = "Look up {{ lead.company | default('the company') }}."
+"""
+LEADS = f"""email,phone,first_name,company,owner
+early@a.example,+12125550101,Ella,Alpha,{RITA}
+morning@b.example,+12125550102,Mo,Beta,{RITA}
+late@c.example,+12125550103,Lars,Gamma,{RITA}
+tomorrow@d.example,+12125550104,Tom,Delta,{RITA}
+other@e.example,+12125550105,Otto,Epsilon,{OMAR}
+"""
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@pytest.fixture
+def world(cli, tmp_path: Path, smtp_sink) -> None:
+    """Two reps (Rita in New York), their mailboxes, a call cadence, a research cadence and five leads."""
+    cli("users", "add", RITA, "--role", "rep", "--name", "Rita Rep", "--timezone", "America/New_York")
+    cli("users", "add", OMAR, "--role", "rep", "--name", "Omar Rep", "--timezone", "America/New_York")
+    for rep in (RITA, OMAR):
+        cli("mailboxes", "add", rep, "--owner", rep)
+    for name, text in (("calls", CALLS), ("todo", TODO)):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        cli("cadence", "apply", str(path))
+    leads = tmp_path / "leads.csv"
+    leads.write_text(LEADS, encoding="utf-8")
+    cli("leads", "import", str(leads), now="2026-03-02T12:00:00Z")
+
+
+def task_at(cli, email: str, cadence: str, at: str) -> None:
+    """Enroll a lead at `at` and run the worker then, so its task is due at exactly that instant."""
+    cli("enroll", "--cadence", cadence, email, now=at)
+    cli("worker", "--once", now=at)
+
+
+def listed(cli, *args: str, now: str) -> list[dict]:
+    return json.loads(cli("tasks", *args, "--format", "json", now=now).output)
+
+
+def open_task(cli, email: str, now: str = "2026-03-02T15:00:00Z") -> dict:
+    [row] = [t for t in listed(cli, now=now) if t["lead_email"] == email]
+    return row
+
+
+def test_daily_list_is_the_reps_day_in_the_reps_zone(cli, world) -> None:
+    task_at(cli, "early@a.example", "todo", "2026-03-02T15:00:00Z")      # overdue by the 3rd
+    task_at(cli, "morning@b.example", "calls", "2026-03-03T14:00:00Z")   # 09:00 in New York
+    task_at(cli, "other@e.example", "calls", "2026-03-03T15:00:00Z")     # Omar's
+    task_at(cli, "late@c.example", "calls", "2026-03-04T04:30:00Z")      # 23:30 on the 3rd in New York
+    task_at(cli, "tomorrow@d.example", "calls", "2026-03-04T05:30:00Z")  # 00:30 on the 4th in New York
+
+    rows = listed(cli, "--rep", RITA, "--date", "2026-03-03", now="2026-03-04T06:00:00Z")
+    # Calls before research tasks; within a priority, the earlier due first.
+    assert [(r["lead_email"], r["due_at"]) for r in rows] == [
+        ("morning@b.example", "2026-03-03T14:00:00Z"),
+        ("late@c.example", "2026-03-04T04:30:00Z"),
+        ("early@a.example", "2026-03-02T15:00:00Z"),
+    ]
+    first = rows[0]
+    assert {"id", "lead_email", "lead_phone", "channel", "action", "cadence", "step", "due_at", "state"} <= set(first)
+    assert (first["lead_phone"], first["channel"], first["action"], first["cadence"], first["step"], first["state"]) \
+        == ("+12125550102", "voice", "manual", "calls", "call", "open")
+    assert (rows[2]["channel"], rows[2]["cadence"], rows[2]["step"]) == ("task", "todo", "research")
+
+    next_day = listed(cli, "--rep", RITA, "--date", "2026-03-04", now="2026-03-04T06:00:00Z")
+    assert "tomorrow@d.example" in [r["lead_email"] for r in next_day]
+    omar = listed(cli, "--rep", OMAR, "--date", "2026-03-03", now="2026-03-04T06:00:00Z")
+    assert [r["lead_email"] for r in omar] == ["other@e.example"]
+
+
+def test_unknown_rep_and_bad_date_are_refused(cli, world) -> None:
+    assert "no user nobody@acme.example" in cli("tasks", "--rep", "nobody@acme.example", expect=1).output
+    assert "is not a date" in cli("tasks", "--date", "03/03/2026", expect=1).output
+
+
+@pytest.mark.parametrize("exit_on, ends", [(None, True), ('["reply"]', False)], ids=["exits-on-meeting", "reply-only"])
+def test_meeting_booked_ends_the_enrollment_when_the_cadence_exits_on_meetings(
+        cli, world, runtime, tmp_path, smtp_sink, exit_on, ends) -> None:
+    if exit_on:
+        path = tmp_path / "calls.toml"
+        path.write_text(CALLS.replace("[[steps]]", f"[exit]\non = {exit_on}\n\n[[steps]]", 1), encoding="utf-8")
+        assert "new version" in cli("cadence", "apply", str(path)).output
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    cli("task", "done", str(task["id"]), "--outcome", "meeting_booked", "--notes", "Thursday 10am",
+        now="2026-03-02T15:10:00Z")
+
+    with runtime.session() as s:
+        e = s.scalar(sa.select(Enrollment))
+        touch = s.scalar(sa.select(Touch))
+    assert (touch.status, touch.outcome, touch.notes) == ("completed", "meeting_booked", "Thursday 10am")
+    if ends:
+        assert (e.state, e.exit_reason) == ("finished", "meeting booked")
+    else:
+        assert (e.state, e.step_position) == ("active", 1)
+    cli("worker", "--once", now="2026-03-04T15:00:00Z")
+    assert [m["Subject"] for m in smtp_sink.messages()] == ([] if ends else ["After our call"])
+
+
+def test_call_back_later_opens_a_new_task_on_the_same_touch(cli, world, runtime) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    cli("task", "done", str(task["id"]), "--outcome", "call_back_later", "--call-back", "2026-03-05T16:00:00Z",
+        now="2026-03-02T15:10:00Z")
+
+    with runtime.session() as s:
+        tasks = s.execute(sa.select(Task.id, Task.state, Task.touch_id, Task.due_at).order_by(Task.id)).all()
+        touch = s.scalar(sa.select(Touch))
+        e = s.scalar(sa.select(Enrollment))
+    assert [(state, touch_id) for _, state, touch_id, _ in tasks] == [("done", touch.id), ("open", touch.id)]
+    assert tasks[1].due_at == utc("2026-03-05T16:00:00Z")
+    assert touch.status == "pending"
+    assert (e.state, e.step_position) == ("waiting_task", 0)
+    cli("worker", "--once", now="2026-03-04T15:00:00Z")
+    assert listed(cli, "--rep", RITA, now="2026-03-04T16:00:00Z") == []  # not due before the 5th
+    assert [t["id"] for t in listed(cli, "--rep", RITA, now="2026-03-05T16:00:00Z")] == [tasks[1].id]
+
+
+def test_wrong_number_flags_the_phone(cli, world, runtime) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    cli("task", "done", str(open_task(cli, "morning@b.example")["id"]), "--outcome", "wrong_number",
+        now="2026-03-02T15:10:00Z")
+    with runtime.session() as s:
+        assert s.scalar(sa.select(Lead.phone_wrong).where(Lead.email == "morning@b.example")) is True
+        assert s.scalar(sa.select(Lead.phone_wrong).where(Lead.email == "late@c.example")) is False
+        assert s.scalar(sa.select(Enrollment.step_position)) == 1
+
+
+def test_unknown_outcome_is_refused_with_the_allowed_ones(cli, world, runtime) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    result = cli("task", "done", str(task["id"]), "--outcome", "maybe_later", expect=1)
+    assert ("outcome 'maybe_later' is not one of: connected, left_voicemail, no_answer, wrong_number, "
+            "not_interested, call_back_later, meeting_booked") in result.output
+    assert open_task(cli, "morning@b.example")["state"] == "open"
+    with runtime.session() as s:
+        assert s.scalar(sa.select(Enrollment.state)) == "waiting_task"
+        assert s.scalars(sa.select(AuditEntry.action)).all().count("task.done") == 0
+
+
+def test_skip_needs_a_reason_and_moves_the_enrollment_on(cli, world, runtime) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task_id = str(open_task(cli, "morning@b.example")["id"])
+    assert "Missing option '--reason'" in cli("task", "skip", task_id, expect=2).output
+    assert "say why the task is skipped" in cli("task", "skip", task_id, "--reason", "  ", expect=1).output
+    assert open_task(cli, "morning@b.example")["state"] == "open"
+
+    cli("task", "skip", task_id, "--reason", "lead is travelling", now="2026-03-02T16:00:00Z")
+    with runtime.session() as s:
+        task = s.get(Task, int(task_id))
+        touch = s.scalar(sa.select(Touch))
+        e = s.scalar(sa.select(Enrollment))
+    assert (task.state, task.notes) == ("skipped", "lead is travelling")
+    assert (touch.status, touch.error) == ("skipped", "lead is travelling")
+    # The next step's wait counts from the skip.
+    assert (e.state, e.step_position, e.next_due_at) == ("active", 1, utc("2026-03-03T16:00:00Z"))
+
+
+def test_done_twice_is_refused(cli, world) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task_id = str(open_task(cli, "morning@b.example")["id"])
+    cli("task", "done", task_id, "--outcome", "connected", now="2026-03-02T15:10:00Z")
+    assert f"task {task_id} is already done" in cli("task", "done", task_id, "--outcome", "connected",
+                                                    expect=1).output
+    assert f"task {task_id} is already done" in cli("task", "skip", task_id, "--reason", "x", expect=1).output
+    assert "no task 999" in cli("task", "done", "999", expect=1).output
+
+
+def test_task_actions_are_audited(cli, world, runtime, monkeypatch) -> None:
+    monkeypatch.setenv("SEQUENCER_ACTOR", "rita@acme.example")
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task_at(cli, "late@c.example", "calls", "2026-03-02T15:00:00Z")
+    done_id = open_task(cli, "morning@b.example")["id"]
+    skip_id = open_task(cli, "late@c.example")["id"]
+    cli("task", "done", str(done_id), "--outcome", "left_voicemail", now="2026-03-02T15:10:00Z")
+    cli("task", "skip", str(skip_id), "--reason", "duplicate lead", now="2026-03-02T15:20:00Z")
+
+    with runtime.session() as s:
+        entries = s.execute(sa.select(AuditEntry.action, AuditEntry.object_id, AuditEntry.actor, AuditEntry.at,
+                                      AuditEntry.detail).where(AuditEntry.object_type == "task")
+                            .order_by(AuditEntry.id)).all()
+    assert entries == [
+        ("task.done", str(done_id), "rita@acme.example", utc("2026-03-02T15:10:00Z"), {"outcome": "left_voicemail"}),
+        ("task.skip", str(skip_id), "rita@acme.example", utc("2026-03-02T15:20:00Z"), {"reason": "duplicate lead"}),
+    ]
