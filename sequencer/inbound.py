@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import email.policy
+import re
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from datetime import date, datetime, time, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -62,6 +64,24 @@ def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plu
     session.flush()
     plugins.hook.inbound_received(event=event)
     return result
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """Return the message's own <Message-ID>, as handle_email records it."""
+    try:
+        value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Message-ID", "")
+    except Exception:  # a header too broken to parse has no usable id
+        return None
+    found = re.search(r"<[^<>\s]+>", str(value))
+    return found.group(0) if found else None
+
+
+def recorded_event(session: so.Session, message_id: str | None) -> InboundEvent | None:
+    """Return the inbound event already recorded for this Message-ID, if any."""
+    if not message_id:
+        return None
+    return session.scalars(sa.select(InboundEvent).where(InboundEvent.message_id == message_id)
+                           .order_by(InboundEvent.id).limit(1)).first()
 
 
 def _act_on_reply(session: so.Session, reading: MailReading, lead: Lead, touch: Touch | None, now: datetime,

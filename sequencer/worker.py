@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from sequencer.db import is_sqlite
 from sequencer.engine import Engine
+from sequencer.imap import poll_inbound
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -67,6 +68,10 @@ def add_jobs(scheduler: BaseScheduler, runtime: Runtime, engines: list[Engine]) 
         scheduler.add_job(engine.run_until_idle, "interval", seconds=runtime.settings.engine.tick_seconds,
                           id=f"tick-{number}", max_instances=1, coalesce=True, next_run_time=runtime.now(),
                           misfire_grace_time=None)
+    # Safe on several workers: a mailbox row lock and its last-read UID keep them from reading twice.
+    scheduler.add_job(poll_inbound, "interval", args=[runtime], seconds=runtime.settings.inbound.poll_seconds,
+                      id="poll_inbound", max_instances=1, coalesce=True, next_run_time=runtime.now(),
+                      misfire_grace_time=None)
 
 
 def make_engines(runtime: Runtime, concurrency: int, batch_size: int | None = None) -> list[Engine]:

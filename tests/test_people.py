@@ -73,7 +73,7 @@ def test_mailboxes_add_list_and_hold(cli) -> None:
     held = json.loads(cli("mailboxes", "list", "--format", "json").output)[0]
     assert (held["state"], held["held_reason"], held["held_at"]) == ("held", "5.7.26 DMARC failure", NOW)
     table = cli("mailboxes", "list").output.splitlines()
-    assert table[0].split() == ["ADDRESS", "DISPLAY_NAME", "OWNER", "DAILY_CAP", "STATE", "HELD_REASON"]
+    assert table[0].split() == ["ADDRESS", "DISPLAY_NAME", "OWNER", "DAILY_CAP", "STATE", "HELD_REASON", "INBOUND"]
 
 
 def test_mailbox_errors(cli) -> None:

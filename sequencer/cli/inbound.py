@@ -1,4 +1,4 @@
-"""`sequencer inbound ...`: read inbound mail as an MTA pipe would, or just show how it reads."""
+"""`sequencer inbound ...`: read inbound mail as an MTA pipe would, poll IMAP now, or just show how mail reads."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sequencer.cli.base import CliState, emit, format_option, pass_state
+from sequencer.cli.base import CliState, UserError, emit, format_option, pass_state
 
 
 def register(main: click.Group) -> None:
@@ -23,14 +23,29 @@ def inbound() -> None:
 @click.argument("source", default="-", metavar="[FILE|-]")
 @pass_state
 def email(state: CliState, source: str) -> None:
-    """Take one RFC 5322 message (a file, or standard input as an MTA pipe gives it) and act on it."""
-    from sequencer.inbound import handle_email
+    """Take one RFC 5322 message (a file, or standard input as an MTA pipe gives it) and act on it.
+
+    Exits 75 (EX_TEMPFAIL) when the database cannot be reached, so the MTA keeps the
+    message queued and tries again instead of bouncing the lead's reply back to them.
+    """
+    import sqlalchemy as sa
+
+    from sequencer.inbound import handle_email, message_id_of, recorded_event
 
     raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     rt = state.runtime()
-    with rt.session() as session:
-        result = handle_email(session, raw, now=rt.now(), plugins=rt.plugins,
-                              out_of_office_days=rt.settings.inbound.out_of_office_default_days)
+    try:
+        with rt.session() as session:
+            existing = recorded_event(session, message_id_of(raw))
+            if existing is not None:
+                # MTAs and providers deliver again after a timeout: act once per Message-ID.
+                click.echo(json.dumps({"kind": existing.kind, "lead_id": existing.lead_id, "duplicate": True}))
+                return
+            result = handle_email(session, raw, now=rt.now(), plugins=rt.plugins,
+                                  out_of_office_days=rt.settings.inbound.out_of_office_default_days)
+    except sa.exc.OperationalError as exc:
+        click.echo(f"error: the database is unavailable, try again later: {exc.orig}", err=True)
+        sys.exit(75)
     click.echo(json.dumps({"kind": result.kind, "lead_id": result.lead_id, "actions": result.actions},
                           ensure_ascii=False))
 
@@ -49,3 +64,42 @@ def classify(state: CliState, files: tuple[Path, ...], fmt: str) -> None:
         rows = [{"file": r["file"], "kind": r["kind"], "suppress": r["suppress"],
                  "addresses": [f"{a['address']}:{a['cause']}:{a['status']}" for a in r["addresses"]]} for r in rows]
     emit(rows, fmt, ["file", "kind", "suppress", "addresses"])
+
+
+@inbound.command()
+@click.option("--mailbox", "address", metavar="ADDRESS", default=None,
+              help="Poll only this mailbox (default: every mailbox with IMAP settings).")
+@format_option
+@pass_state
+def poll(state: CliState, address: str | None, fmt: str) -> None:
+    """Poll IMAP now, even a mailbox that is backing off after a failure, and show what was read."""
+    from sequencer.imap import poll_inbound, poll_mailbox
+    from sequencer.users import find_mailbox
+
+    rt = state.runtime()
+    if address is None:
+        results = poll_inbound(rt, include_waiting=True)
+    else:
+        with rt.session() as session:
+            try:
+                mailbox_id = find_mailbox(session, address).id
+            except LookupError as exc:
+                raise UserError(str(exc)) from None
+        results = [poll_mailbox(rt, mailbox_id)]
+    if fmt == "json":
+        emit([{"mailbox": r.mailbox, "fetched": r.fetched, "skipped": r.skipped, "errors": r.errors,
+               "messages": r.messages} for r in results], fmt)
+    else:
+        rows = [{"mailbox": r.mailbox, "uid": m["uid"], "kind": m.get("kind"), "lead_id": m.get("lead_id"),
+                 "actions": m.get("note") or "; ".join(m.get("actions", []))} for r in results for m in r.messages]
+        if rows:
+            emit(rows, fmt, ["mailbox", "uid", "kind", "lead_id", "actions"])
+        for r in results:
+            summary = f"{r.mailbox or 'mailbox'}: {r.fetched} message(s) handled"
+            if r.skipped:
+                summary += f", {r.skipped} already recorded"
+            click.echo(summary + "".join(f"\nerror: {e}" for e in r.errors))
+        if not results:
+            click.echo("no mailbox has IMAP settings; add them with `sequencer mailboxes inbound`")
+    if any(r.errors for r in results):
+        raise SystemExit(1)

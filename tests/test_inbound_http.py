@@ -1,0 +1,113 @@
+"""POST /hooks/email/inbound: raw messages over HTTP with a shared secret, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from sequencer.models import Enrollment, InboundEvent
+from sequencer.web import create_app
+from sequencer.web import hooks
+from tests.test_optouts import make_lead
+
+URL = "/hooks/email/inbound"
+SECRET = "test-inbound-secret"  # tests/conftest.py write_config
+
+
+@pytest.fixture
+def app(runtime) -> Flask:
+    return create_app(runtime, test_config={"TESTING": True})
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client(use_cookies=False)
+
+
+@pytest.fixture
+def lead_id(runtime) -> int:
+    with runtime.session() as session:
+        return make_lead(session, runtime.now()).id
+
+
+def reply(message_id: str = "<reply-1@example.com>") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Jane Doe <jane.doe@example.com>"
+    msg["To"] = "rep@acme.example"
+    msg["Subject"] = "Re: Quick question"
+    msg["Message-ID"] = message_id
+    msg.set_content("Yes, let's talk on Thursday.")
+    return bytes(msg)
+
+
+def events(runtime) -> list[tuple[str, int | None, str | None]]:
+    with runtime.session() as session:
+        return [(e.kind, e.lead_id, e.message_id) for e in session.scalars(sa.select(InboundEvent))]
+
+
+def states(runtime, lead_id: int) -> list[str]:
+    with runtime.session() as session:
+        return [str(getattr(s, "value", s)) for s in session.scalars(
+            sa.select(Enrollment.state).where(Enrollment.lead_id == lead_id))]
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {SECRET}"}, {"X-Sequencer-Secret": SECRET}],
+                         ids=["bearer", "x-sequencer-secret"])
+def test_good_secret_acts_on_the_message(client, runtime, lead_id, headers) -> None:
+    response = client.post(URL, data=reply(), headers={**headers, "Content-Type": "message/rfc822"})
+    assert response.status_code == 200
+    assert response.json["kind"] == "reply"
+    assert response.json["lead_id"] == lead_id
+    assert "ended 1 enrollment(s) as replied" in response.json["actions"]
+    assert events(runtime) == [("reply", lead_id, "<reply-1@example.com>")]
+    assert states(runtime, lead_id) == ["replied"]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer wrong-secret"},
+    {"X-Sequencer-Secret": SECRET + "x"},
+    {"Authorization": f"Basic {SECRET}"},
+    {"X-Sequencer-Secret": ""},
+    {},
+], ids=["bad-bearer", "bad-header", "not-bearer", "empty", "missing"])
+def test_bad_or_missing_secret_is_refused_and_nothing_recorded(client, runtime, lead_id, headers) -> None:
+    response = client.post(URL, data=reply(), headers=headers)
+    assert response.status_code == 403
+    assert "shared secret" in response.json["error"]
+    assert events(runtime) == []
+    assert states(runtime, lead_id) == ["active"]
+
+
+def test_endpoint_is_off_without_a_secret(runtime, lead_id) -> None:
+    runtime.settings.web.inbound_secret = None
+    client = create_app(runtime, test_config={"TESTING": True}).test_client()
+    response = client.post(URL, data=reply(), headers={"Authorization": f"Bearer {SECRET}"})
+    assert response.status_code == 404
+    assert events(runtime) == []
+
+
+def test_empty_body_is_a_bad_request(client, runtime) -> None:
+    response = client.post(URL, data=b"  \r\n", headers={"X-Sequencer-Secret": SECRET})
+    assert response.status_code == 400
+    assert events(runtime) == []
+
+
+def test_oversized_message_is_refused(client, runtime) -> None:
+    big = reply() + b"x" * (hooks.MAX_MESSAGE_BYTES + 1)
+    response = client.post(URL, data=big, headers={"X-Sequencer-Secret": SECRET})
+    assert response.status_code == 413
+    assert events(runtime) == []
+
+
+def test_a_retried_delivery_is_acted_on_once(client, runtime, lead_id) -> None:
+    first = client.post(URL, data=reply(), headers={"X-Sequencer-Secret": SECRET})
+    again = client.post(URL, data=reply(), headers={"X-Sequencer-Secret": SECRET})
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json == {"kind": "reply", "lead_id": lead_id, "actions": [], "duplicate": True}
+    assert len(events(runtime)) == 1
+
+
+def test_get_is_not_allowed(client) -> None:
+    assert client.get(URL, headers={"X-Sequencer-Secret": SECRET}).status_code == 405
