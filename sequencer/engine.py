@@ -34,7 +34,6 @@ from sequencer.db import is_sqlite
 from sequencer.exits import end_enrollments, end_for_lead
 from sequencer.messages import choose_variant, render_step, template_context
 from sequencer.models import Cadence, Enrollment, Lead, Mailbox, Step, Task, Touch, TouchAttempt, User
-from sequencer.optouts import unsubscribe_url
 from sequencer.rendering import TemplateProblem
 
 if TYPE_CHECKING:
@@ -354,7 +353,7 @@ class Engine:
                 continue
             try:
                 rendered = render_step(self.rt.renderer, step, variant, context, thread_subject=e.thread_subject)
-                outbound = self._outbound(e, step, touch, lead, rendered)
+                outbound = self._outbound(e, step, touch, lead, rendered, context["unsubscribe_url"])
                 self.rt.plugins.channel(step.channel).prepare(outbound)
             except (TemplateProblem, ValueError) as exc:
                 touch.status, touch.error = "failed", exc.reason if isinstance(exc, TemplateProblem) else str(exc)
@@ -424,7 +423,8 @@ class Engine:
                 return "mailbox_held"
         return None
 
-    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any) -> OutboundTouch:
+    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any,
+                  unsubscribe: str) -> OutboundTouch:
         sender = None
         message_id = in_reply_to = references = None
         if e.mailbox is not None:
@@ -440,7 +440,7 @@ class Engine:
             touch_id=touch.id or 0, attempt=0, channel=step.channel, to_email=lead.email, to_phone=lead.phone,
             to_name=lead.full_name, sender=sender, subject=rendered.subject, text=rendered.text, html=rendered.html,
             message_id=message_id, in_reply_to=in_reply_to, references=references,
-            unsubscribe_url=unsubscribe_url(self.rt.settings.web.base_url, self.rt.settings.web.secret_key, lead.id),
+            unsubscribe_url=unsubscribe,
         )
 
     def _open_task(self, writes: _Writes, e: Enrollment, step: Step, touch: Touch, variant: Any,

@@ -212,6 +212,9 @@ class Enrollment(Base):
     __table_args__ = (
         # The engine's claim query walks this index: due live enrollments, oldest first.
         sa.Index("ix_enrollments_state_next_due_at", "state", "next_due_at"),
+        # Housekeeping looks for expired leases every tick: only leased rows are indexed.
+        sa.Index("ix_enrollments_lease_until", "lease_until", sqlite_where=sa.text("lease_until IS NOT NULL"),
+                 postgresql_where=sa.text("lease_until IS NOT NULL")),
         # One live enrollment per lead per cadence (across its versions).
         sa.Index(
             "uq_enrollments_live_lead_cadence", "lead_id", "cadence_name", unique=True,
@@ -252,12 +255,15 @@ class Touch(Base):
         # At-most-once per (enrollment, step), enforced by the database.
         sa.UniqueConstraint("enrollment_id", "step_key", name="uq_touches_enrollment_id_step_key"),
         sa.Index("ix_touches_status_retry", "status"),
+        # Throttles count a mailbox's and a lead's touches of the last 24 hours.
+        sa.Index("ix_touches_mailbox_id_created_at", "mailbox_id", "created_at"),
+        sa.Index("ix_touches_lead_id_created_at", "lead_id", "created_at"),
     )
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     enrollment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("enrollments.id", ondelete="CASCADE"))
     step_key: so.Mapped[str] = so.mapped_column(sa.String(100))
-    lead_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"), index=True)
-    mailbox_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("mailboxes.id"), index=True)
+    lead_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"))
+    mailbox_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("mailboxes.id"))
     channel: so.Mapped[str] = so.mapped_column(sa.String(20))
     action: so.Mapped[str] = so.mapped_column(sa.String(10), default="auto")
     variant_key: so.Mapped[str | None] = so.mapped_column(sa.String(100))
