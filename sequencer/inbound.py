@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from sequencer import suppressions
+from sequencer.calendar import LocalCalendar, Window
 from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
 from sequencer.leads import FREE_MAIL_DOMAINS
 from sequencer.mailreading import MailReading, as_dict, read_message
@@ -127,11 +128,16 @@ def _act_on_auto_reply(session: so.Session, reading: MailReading, lead: Lead, no
 
 
 def _next_working_morning(back: date, lead: Lead) -> datetime:
+    """Return the start of the lead's first business day (weekends and their holidays skipped) after `back`."""
+    zones = lead.zones() or ("UTC",)
+    try:
+        calendar = LocalCalendar(Window.ALWAYS, zones[:1], lead.country)
+    except ValueError:  # a country the holidays library does not know: weekends only
+        calendar = LocalCalendar(Window.ALWAYS, zones[:1], None)
     day = back + timedelta(days=1)
-    while day.weekday() >= 5:
+    while not calendar.is_business_day(day):
         day += timedelta(days=1)
-    zone = ZoneInfo(lead.zones()[0] if lead.zones() else "UTC")
-    return datetime.combine(day, time(0, 0), zone).astimezone(ZoneInfo("UTC"))
+    return datetime.combine(day, time(0, 0), ZoneInfo(zones[0])).astimezone(ZoneInfo("UTC"))
 
 
 def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, our_mailbox: Mailbox | None,

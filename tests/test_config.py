@@ -1,0 +1,117 @@
+"""config.toml -> Settings: required keys, unknown keys, secrets from the environment, overrides; clocks."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sequencer.clock import FixedClock, OffsetClock, iso_z, parse_instant
+from sequencer.config import ConfigError, ConfigWarning, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[database]
+url = "sqlite:///var/test.db"
+[web]
+base_url = "https://sales.example.com"
+secret_key = "s3cret"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_minimal_config_gets_defaults_and_a_sqlite_path_beside_the_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.database.url == f"sqlite:///{tmp_path / 'var' / 'test.db'}"
+    assert (tmp_path / "var").is_dir()
+    assert settings.sending.postal_address is None
+    assert "meeting_booked" in settings.tasks.outcomes
+    assert settings.templates_dir == tmp_path / "templates"
+
+
+@pytest.mark.parametrize("missing, key", [("url", "database.url"), ("secret_key", "web.secret_key"),
+                                          ("base_url", "web.base_url")])
+def test_missing_required_key_names_the_key_and_the_file(tmp_path: Path, missing: str, key: str) -> None:
+    path = write(tmp_path, "\n".join(line for line in MINIMAL.splitlines() if not line.startswith(missing)))
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(path) in str(error.value) and key in str(error.value)
+
+
+def test_unknown_keys_are_warned_about(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[sending]\npostal_adress = "typo"\n[colour]\nx = 1\n')
+    with pytest.warns(ConfigWarning) as caught:
+        load_settings(path)
+    messages = [str(w.message) for w in caught]
+    assert any("sending.postal_adress" in m for m in messages) and any("[colour]" in m for m in messages)
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, MINIMAL.replace('"s3cret"', '{ env = "TEST_SEQ_SECRET" }')
+                 + '[plugins.email]\npassword = { env = "TEST_SMTP_PASSWORD" }\n')
+    monkeypatch.setenv("TEST_SEQ_SECRET", "from-env")
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "hunter2")
+    settings = load_settings(path)
+    assert settings.web.secret_key == "from-env"
+    assert settings.plugin("email")["password"] == "hunter2"
+    monkeypatch.delenv("TEST_SMTP_PASSWORD")
+    with pytest.raises(ConfigError, match="plugins.email.password reads the environment variable "
+                                          "TEST_SMTP_PASSWORD, which is not set"):
+        load_settings(path)
+
+
+def test_environment_selects_the_file_and_overrides_the_database(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQUENCER_CONFIG", str(write(tmp_path, MINIMAL)))
+    monkeypatch.setenv("SEQUENCER_DATABASE_URL", "postgresql+psycopg://db.internal/sequencer")
+    assert load_settings().database.url == "postgresql+psycopg://db.internal/sequencer"
+
+
+def test_bad_files_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[database\n"))
+
+
+def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQUENCER_SECRET_KEY", "x" * 32)
+    production = load_settings(REPO / "config.toml")
+    assert production.sending.postal_address is None  # email refuses to send until it is set
+    demo = load_settings(REPO / "demo" / "config.toml")
+    assert demo.sending.postal_address.startswith("DEMO ONLY")
+
+
+def test_cli_reports_a_missing_key_without_a_traceback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sequencer.cli import main
+
+    path = write(tmp_path, MINIMAL.replace('secret_key = "s3cret"', ""))
+    result = CliRunner().invoke(main, ["--config", str(path), "plugins", "list"])
+    assert result.exit_code == 1
+    assert f"{path}: required key web.secret_key is missing" in result.output
+
+
+def test_instants_need_a_zone() -> None:
+    assert parse_instant("2026-03-08T02:30:00-05:00") == datetime(2026, 3, 8, 7, 30, tzinfo=timezone.utc)
+    assert iso_z(parse_instant("2026-03-08T07:30:00Z")) == "2026-03-08T07:30:00Z"
+    with pytest.raises(ValueError, match="has no time zone"):
+        parse_instant("2026-03-08T02:30:00")
+    with pytest.raises(ValueError, match="not an ISO 8601 instant"):
+        parse_instant("next tuesday")
+
+
+def test_clocks() -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    fixed = FixedClock(start)
+    fixed.advance(timedelta(hours=2))
+    assert fixed.now() == start + timedelta(hours=2)
+    advancing = OffsetClock(start)
+    assert start <= advancing.now() < start + timedelta(seconds=5)
