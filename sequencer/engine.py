@@ -57,7 +57,6 @@ class BatchReport:
     retried: int = 0
     failed: int = 0
     exited: int = 0
-    statements: int = 0
 
     def add(self, other: BatchReport) -> None:
         for name in self.__dataclass_fields__:
