@@ -251,7 +251,8 @@ class Engine:
         query = (
             sa.select(Enrollment)
             # Only what this worker still holds: a lease that expired may have passed to another worker.
-            .where(Enrollment.id.in_(ids), Enrollment.lease_owner == self.worker_id, Enrollment.state == "active")
+            .where(Enrollment.id.in_(ids), Enrollment.lease_owner == self.worker_id, Enrollment.state == "active",
+                   Enrollment.next_due_at <= now)
             .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.mailbox),
                      so.joinedload(Enrollment.cadence).selectinload(Cadence.steps))
         )
@@ -402,10 +403,10 @@ class Engine:
         if not domains:
             return Counter()
         if not is_sqlite(session):
-            session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.column("d"))))
-                            .select_from(sa.func.unnest(sa.bindparam("domains", domains, type_=sa.ARRAY(sa.Text)))
-                                         .table_valued("d"))
-                            .order_by(sa.column("d")))
+            names = sa.func.unnest(sa.bindparam("domains", domains, type_=sa.ARRAY(sa.Text))) \
+                .table_valued("d").render_derived()
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(names.c.d)))
+                            .order_by(names.c.d))
         return Counter(dict(session.execute(
             sa.select(Lead.domain, sa.func.count()).join(Touch, Touch.lead_id == Lead.id)
             .where(Lead.domain.in_(domains), Touch.channel == "email", Touch.created_at > now - timedelta(hours=1),

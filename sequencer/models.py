@@ -49,13 +49,13 @@ class Base(so.DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     admin = "admin"
     ops = "ops"
     rep = "rep"
 
 
-class EnrollmentState(str, enum.Enum):
+class EnrollmentState(enum.StrEnum):
     active = "active"
     waiting_task = "waiting_task"
     paused = "paused"
@@ -72,7 +72,7 @@ class EnrollmentState(str, enum.Enum):
 LIVE_STATES = ("active", "waiting_task", "paused", "needs_review")
 
 
-class TouchStatus(str, enum.Enum):
+class TouchStatus(enum.StrEnum):
     pending = "pending"
     sending = "sending"
     sent = "sent"

@@ -65,7 +65,9 @@ class PostgresCluster:
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def restart(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "restart", check=True)
+        # -l matters: without a log file the new postmaster keeps our captured pipes open forever.
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-m", "fast", "-w",
+                  "-t", "60", "restart", check=True)
 
     def destroy(self) -> None:
         self.stop("immediate")
