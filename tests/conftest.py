@@ -86,7 +86,15 @@ def smtp_sink():
         yield sink
 
 
-def write_config(path: Path, *, db_url: str, smtp_port: int, postal_address: str | None = "Sequencer Test Co, 1 Test Street, Testville") -> Path:
+def write_config(path: Path, *, db_url: str, smtp_port: int,
+                 postal_address: str | None = "Sequencer Test Co, 1 Test Street, Testville",
+                 lease_seconds: float = 5, retry_base_seconds: float = 60, tick_seconds: float | None = None,
+                 batch_size: int | None = None, max_attempts: int | None = None, smtp_timeout: float = 5,
+                 max_per_lead: int | None = None, domain_limit: int | None = None) -> Path:
+    """Write a config for the test database and SMTP sink; a setting left None keeps the built-in default."""
+    def setting(key: str, value: object) -> str:
+        return "" if value is None else f"{key} = {value}"
+
     postal = f'postal_address = "{postal_address}"' if postal_address else ""
     path.write_text(f"""
 templates_dir = "{REPO / 'templates'}"
@@ -101,19 +109,24 @@ inbound_secret = "test-inbound-secret"
 
 [sending]
 {postal}
+{setting("max_touches_per_lead_per_day", max_per_lead)}
+{setting("max_per_recipient_domain_per_hour", domain_limit)}
 
 [leads]
 default_region = "US"
 
 [engine]
-lease_seconds = 5
-retry_base_seconds = 60
+lease_seconds = {lease_seconds}
+{setting("tick_seconds", tick_seconds)}
+{setting("batch_size", batch_size)}
+retry_base_seconds = {retry_base_seconds}
+{setting("max_attempts", max_attempts)}
 
 [plugins.email]
 host = "127.0.0.1"
 port = {smtp_port}
 security = "none"
-timeout = 5
+timeout = {smtp_timeout}
 """, encoding="utf-8")
     return path
 

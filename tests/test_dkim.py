@@ -6,7 +6,6 @@ import math
 import re
 import secrets
 from pathlib import Path
-from typing import Any
 
 import dkim
 import pytest
@@ -19,7 +18,7 @@ from sequencer.mailsink import MailSink
 from sequencer.plugins import Plugins
 from sequencer_email import EmailChannel
 from tests.conftest import write_config
-from tests.test_email_channel import POSTAL, UNSUBSCRIBE, closed_port, make_touch, prepared
+from tests.test_email_channel import POSTAL, UNSUBSCRIBE, closed_port, make_channel, make_touch, prepared
 
 SELECTOR = "seq2026"
 
@@ -49,16 +48,6 @@ def dns_for(records: dict[str, rsa.RSAPrivateKey]):
         return f"v=DKIM1; k=rsa; p={public_b64(published)}".encode("ascii") if published else None
 
     return dnsfunc
-
-
-def make_channel(port: int, **settings: Any) -> EmailChannel:
-    channel = EmailChannel()
-    channel.configure(ChannelContext(
-        settings={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5, **settings},
-        postal_address=POSTAL,
-        base_url="https://sequencer.test",
-    ))
-    return channel
 
 
 def send(channel: EmailChannel, *touches) -> tuple[list, MailSink]:  # noqa: ANN001

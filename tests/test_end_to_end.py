@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import textwrap
-from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from sequencer.models import Enrollment, Lead, Suppression, Task, Touch
+from tests.support.world import apply, dsn, enrollment_of, messages_to, recipients, reply_to, team, utc
 
 CADENCE = """
 name = "e2e"
@@ -49,27 +48,14 @@ bernd@berlin.example,+4930123456,Bernd,Bär,Spree GmbH,DE,Europe/Berlin,rep@acme
 """
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 @pytest.fixture
 def world(cli, tmp_path: Path):
     """A rep with a mailbox, the three-step cadence, and a CSV of leads."""
-    cli("users", "add", "rep@acme.example", "--role", "rep", "--name", "Rita Rep", "--timezone", "America/New_York")
-    cli("mailboxes", "add", "rep@acme.example", "--owner", "rep@acme.example", "--name", "Rita Rep")
-    cadence = tmp_path / "e2e.toml"
-    cadence.write_text(CADENCE, encoding="utf-8")
-    cli("cadence", "apply", str(cadence))
+    team(cli, timezone="America/New_York")
+    cadence = apply(cli, tmp_path, CADENCE)
     leads = tmp_path / "leads.csv"
     leads.write_text(LEADS, encoding="utf-8")
     return {"cadence": cadence, "leads": leads}
-
-
-def enrollment_of(runtime, email: str) -> Enrollment:
-    with runtime.session() as s:
-        return s.scalars(sa.select(Enrollment).join(Lead).where(Lead.email == email)
-                         .order_by(Enrollment.id.desc())).first()
 
 
 def worker(cli, now: str) -> dict:
@@ -81,7 +67,7 @@ def test_cadence_across_weekend_holiday_and_dst_in_two_zones(cli, world, runtime
 
     # Friday 16:30Z: 12:30 in New York (open), 17:30 in Berlin (closed: windows exclude their end).
     worker(cli, "2026-03-27T16:30:00Z")
-    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()] == ["nina@ny.example"]
+    assert recipients(smtp_sink) == ["nina@ny.example"]
     # Berlin moves to Monday 09:00 local, which is 07:00Z: Europe changed to summer time on Sunday.
     assert enrollment_of(runtime, "bernd@berlin.example").next_due_at == utc("2026-03-30T07:00:00Z")
 
@@ -147,28 +133,14 @@ def test_sent_email_is_complete_and_compliant(cli, world, smtp_sink) -> None:
     assert smtp_sink.received[0].mail_from == "rep@acme.example"
 
 
-def _reply_to(original: EmailMessage, *, sender: str, body: str, headers: dict[str, str] | None = None) -> bytes:
-    reply = EmailMessage()
-    reply["From"] = sender
-    reply["To"] = original["From"]
-    reply["Subject"] = "Re: " + original["Subject"]
-    reply["Message-ID"] = make_msgid(domain="lead.example")
-    reply["In-Reply-To"] = original["Message-ID"]
-    reply["References"] = original["Message-ID"]
-    for name, value in (headers or {}).items():
-        reply[name] = value
-    reply.set_content(body)
-    return bytes(reply)
-
-
 def test_reply_ends_cadence_and_auto_reply_does_not(cli, world, runtime, smtp_sink, tmp_path) -> None:
     cli("leads", "import", str(world["leads"]), "--cadence", "e2e", now="2026-03-30T14:00:00Z")
     worker(cli, "2026-03-30T14:00:00Z")
-    to_nina = next(m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "nina@ny.example")
-    to_bernd = next(m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "bernd@berlin.example")
+    to_nina = messages_to(smtp_sink, "nina@ny.example")[0]
+    to_bernd = messages_to(smtp_sink, "bernd@berlin.example")[0]
 
     auto = tmp_path / "auto.eml"
-    auto.write_bytes(_reply_to(to_bernd, sender="Bernd <bernd@berlin.example>",
+    auto.write_bytes(reply_to(to_bernd, sender="Bernd <bernd@berlin.example>",
                                body="I am out of the office and will read your message later.",
                                headers={"Auto-Submitted": "auto-replied"}))
     out = json.loads(cli("inbound", "email", str(auto), now="2026-03-30T15:00:00Z").output)
@@ -178,7 +150,7 @@ def test_reply_ends_cadence_and_auto_reply_does_not(cli, world, runtime, smtp_si
     assert (paused.state, paused.paused_reason) == ("paused", "out_of_office")
 
     reply = tmp_path / "reply.eml"
-    reply.write_bytes(_reply_to(to_nina, sender="Nina York <NINA@ny.example>",
+    reply.write_bytes(reply_to(to_nina, sender="Nina York <NINA@ny.example>",
                                 body="Sounds interesting, can we talk Thursday?\n\nOn Mon, Rita wrote:\n> Hi Nina"))
     out = json.loads(cli("inbound", "email", "-", input=reply.read_bytes().decode(), now="2026-03-30T15:05:00Z").output)
     assert out["kind"] == "reply"
@@ -199,28 +171,14 @@ def test_reply_ends_cadence_and_auto_reply_does_not(cli, world, runtime, smtp_si
 
 def _dsn(original: EmailMessage, recipient: str, status: str, diagnostic: str) -> bytes:
     """An RFC 3464 delivery status notification, as Postfix writes one."""
-    headers = "".join(f"{k}: {v}\r\n" for k, v in original.items())
-    return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.berlin.example>\r\n"
-        f"To: {original['From']}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: {make_msgid(domain='mx.berlin.example')}\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.berlin.example\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: {'failed' if status[0] == '5' else 'delayed'}\r\n"
-        f"Status: {status}\r\nDiagnostic-Code: smtp; {diagnostic}\r\n"
-        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}"
-        "--B--\r\n"
-    ).encode()
+    return dsn(original, recipient, status, diagnostic, to=original["From"], mta="mx.berlin.example",
+               subject="Undelivered Mail Returned to Sender", explanation="Your message could not be delivered.")
 
 
 def test_invalid_address_report_suppresses(cli, world, runtime, smtp_sink, tmp_path) -> None:
     cli("leads", "import", str(world["leads"]), "--cadence", "e2e", now="2026-03-30T14:00:00Z")
     worker(cli, "2026-03-30T14:00:00Z")
-    to_bernd = next(m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "bernd@berlin.example")
+    to_bernd = messages_to(smtp_sink, "bernd@berlin.example")[0]
     bounce = tmp_path / "bounce.eml"
     bounce.write_bytes(_dsn(to_bernd, "bernd@berlin.example", "5.1.1", "550 5.1.1 <bernd@berlin.example>: "
                                                                        "Recipient address rejected: User unknown"))
@@ -234,14 +192,14 @@ def test_invalid_address_report_suppresses(cli, world, runtime, smtp_sink, tmp_p
     # Re-importing the lead does not bring it back into the cadence.
     result = cli("leads", "import", str(world["leads"]), "--cadence", "e2e", now="2026-03-30T16:00:00Z")
     assert enrollment_of(runtime, "bernd@berlin.example").state == "bounced"
-    assert "bernd@berlin.example" not in [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()[2:]]
+    assert "bernd@berlin.example" not in recipients(smtp_sink)[2:]
     assert result.exit_code == 0
 
 
 def test_temporary_failure_report_retries_later(cli, world, runtime, smtp_sink, tmp_path) -> None:
     cli("leads", "import", str(world["leads"]), "--cadence", "e2e", now="2026-03-30T14:00:00Z")
     worker(cli, "2026-03-30T14:00:00Z")
-    to_bernd = next(m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "bernd@berlin.example")
+    to_bernd = messages_to(smtp_sink, "bernd@berlin.example")[0]
     delayed = tmp_path / "delayed.eml"
     delayed.write_bytes(_dsn(to_bernd, "bernd@berlin.example", "4.2.2", "452 4.2.2 Mailbox full"))
     cli("inbound", "email", str(delayed), now="2026-03-30T14:10:00Z")
@@ -250,7 +208,7 @@ def test_temporary_failure_report_retries_later(cli, world, runtime, smtp_sink, 
         assert s.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
     worker(cli, "2026-03-30T15:15:00Z")  # an hour later it is 17:15 in Berlin: the window is closed
     worker(cli, "2026-03-31T07:00:00Z")
-    resent = [m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "bernd@berlin.example"]
+    resent = messages_to(smtp_sink, "bernd@berlin.example")
     assert len(resent) == 2 and resent[1]["Message-ID"] == resent[0]["Message-ID"]
 
 
@@ -259,7 +217,7 @@ def test_one_click_unsubscribe_stops_every_channel(cli, world, runtime, smtp_sin
 
     cli("leads", "import", str(world["leads"]), "--cadence", "e2e", now="2026-03-30T14:00:00Z")
     worker(cli, "2026-03-30T14:00:00Z")
-    to_nina = next(m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "nina@ny.example")
+    to_nina = messages_to(smtp_sink, "nina@ny.example")[0]
     path = to_nina["List-Unsubscribe"].strip("<>").removeprefix("https://sequencer.test")
     client = create_app(runtime).test_client()
     response = client.post(path, data="List-Unsubscribe=One-Click",
@@ -279,7 +237,7 @@ def test_missing_variable_blocks_one_lead_not_the_batch(cli, world, runtime, smt
                      "nofirst@b.example,,Beta,America/New_York,rep@acme.example\n", encoding="utf-8")
     cli("leads", "import", str(leads), "--cadence", "e2e", now="2026-03-30T14:00:00Z")
     worker(cli, "2026-03-30T14:00:00Z")
-    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()] == ["full@a.example"]
+    assert recipients(smtp_sink) == ["full@a.example"]
     blocked = enrollment_of(runtime, "nofirst@b.example")
     assert (blocked.state, blocked.paused_reason) == ("paused", "template_error")
     timeline = json.loads(cli("timeline", "nofirst@b.example", "--format", "json").output)

@@ -4,28 +4,29 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta
 from typing import Callable
 
 import pytest
 import sqlalchemy as sa
 
-from sequencer.clock import iso_z
 from sequencer.engine import BatchReport, Engine
 from sequencer.mailsink import MailSink, SinkHandler
 from sequencer.messages import choose_variant
 from sequencer.models import Enrollment, Lead, Mailbox, Step, Suppression, Task, Touch, TouchAttempt
+from tests.support import world
+from tests.support.world import (
+    ALWAYS_OPEN,
+    REP,
+    apply,
+    enroll_csv,
+    enroll_emails,
+    enrollment_of,
+    recipients,
+    touches,
+    utc,
+)
 
-REP = "rep@acme.example"
-ALWAYS_OPEN = """
-[schedule]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "24:00"
-timezone = "UTC"
-holidays = "none"
-"""
 ONE_EMAIL = 'name = "one"\n' + ALWAYS_OPEN + """
 [[steps]]
 key = "intro"
@@ -35,48 +36,9 @@ body = "Hi {{ lead.first_name | default('there') }}, a short note."
 """
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 def team(cli, *, daily_cap: int = 1000) -> None:
-    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep", "--timezone", "UTC")
-    cli("mailboxes", "add", REP, "--owner", REP, "--name", "Rita Rep", "--daily-cap", str(daily_cap))
-
-
-def apply(cli, tmp_path: Path, text: str) -> None:
-    path = tmp_path / "cadence.toml"
-    path.write_text(text, encoding="utf-8")
-    cli("cadence", "apply", str(path))
-
-
-def enroll_csv(cli, tmp_path: Path, rows: list[str], cadence: str, now: datetime,
-               header: str = "email,first_name,owner") -> None:
-    path = tmp_path / "leads.csv"
-    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    cli("leads", "import", str(path), "--cadence", cadence, now=iso_z(now))
-
-
-def enroll_emails(cli, tmp_path: Path, emails: list[str], cadence: str, now: datetime) -> None:
-    enroll_csv(cli, tmp_path, [f"{e},{e.split('@')[0].title()},{REP}" for e in emails], cadence, now)
-
-
-def recipients(sink: MailSink) -> list[str]:
-    return [m["To"].addresses[0].addr_spec for m in sink.messages()]
-
-
-def enrollment(runtime, email: str) -> Enrollment:
-    with runtime.session() as s:
-        return s.scalars(sa.select(Enrollment).join(Lead).where(Lead.email == email)
-                         .order_by(Enrollment.id.desc())).first()
-
-
-def touches(runtime, email: str | None = None) -> list[Touch]:
-    with runtime.session() as s:
-        query = sa.select(Touch).order_by(Touch.id)
-        if email:
-            query = query.join(Lead, Lead.id == Touch.lead_id).where(Lead.email == email)
-        return list(s.scalars(query))
+    """The rep and a mailbox with room for the biggest batch here (the configured default cap is 200)."""
+    world.team(cli, daily_cap=daily_cap)
 
 
 def attempts(runtime) -> list[TouchAttempt]:
@@ -183,7 +145,7 @@ def test_per_lead_daily_maximum_defers_the_extra_touch(cli, runtime, clock, tmp_
 
     Engine(runtime).run_until_idle()
     assert [m["Subject"] for m in smtp_sink.messages()] == ["Note 1", "Note 2", "Note 3"]
-    waiting = enrollment(runtime, "ann@corp.example")
+    waiting = enrollment_of(runtime, "ann@corp.example")
     assert (waiting.state, waiting.step_position) == ("active", 3)
     assert waiting.next_due_at > start
     assert [t.step_key for t in touches(runtime)] == ["e1", "e2", "e3"]
@@ -191,12 +153,12 @@ def test_per_lead_daily_maximum_defers_the_extra_touch(cli, runtime, clock, tmp_
     clock.set(start + timedelta(hours=23))  # still inside the rolling 24 hours
     Engine(runtime).run_until_idle()
     assert len(smtp_sink.messages()) == 3
-    assert enrollment(runtime, "ann@corp.example").next_due_at > clock.now()
+    assert enrollment_of(runtime, "ann@corp.example").next_due_at > clock.now()
 
     clock.set(start + timedelta(hours=24))
     Engine(runtime).run_until_idle()
     assert [m["Subject"] for m in smtp_sink.messages()][-1] == "Note 4"
-    assert enrollment(runtime, "ann@corp.example").state == "finished"
+    assert enrollment_of(runtime, "ann@corp.example").state == "finished"
 
 
 def test_mailbox_daily_cap_defers_the_excess(cli, runtime, clock, tmp_path, smtp_sink) -> None:
@@ -210,7 +172,7 @@ def test_mailbox_daily_cap_defers_the_excess(cli, runtime, clock, tmp_path, smtp
     assert (report.sent, report.deferred) == (2, 1)
     sent = recipients(smtp_sink)
     [late] = set(emails) - set(sent)
-    assert enrollment(runtime, late).state == "active"
+    assert enrollment_of(runtime, late).state == "active"
     assert touches(runtime, late) == []
 
     clock.set(start + timedelta(hours=23, minutes=30))
@@ -220,7 +182,7 @@ def test_mailbox_daily_cap_defers_the_excess(cli, runtime, clock, tmp_path, smtp
     clock.set(start + timedelta(hours=24))
     Engine(runtime).run_until_idle()
     assert recipients(smtp_sink) == [*sent, late]
-    assert {enrollment(runtime, e).state for e in emails} == {"finished"}
+    assert {enrollment_of(runtime, e).state for e in emails} == {"finished"}
 
 
 OFFICE_HOURS = ONE_EMAIL.replace('start = "00:00"', 'start = "09:00"').replace('end = "24:00"', 'end = "17:00"') \
@@ -231,12 +193,12 @@ def test_touch_due_outside_the_window_moves_to_the_next_opening(cli, runtime, cl
     team(cli)
     apply(cli, tmp_path, OFFICE_HOURS)
     enroll_emails(cli, tmp_path, ["ann@corp.example"], "one", utc("2026-03-06T16:00:00Z"))  # a Friday
-    assert enrollment(runtime, "ann@corp.example").next_due_at == utc("2026-03-06T16:00:00Z")
+    assert enrollment_of(runtime, "ann@corp.example").next_due_at == utc("2026-03-06T16:00:00Z")
 
     clock.set(utc("2026-03-06T17:00:00Z"))  # the worker comes late: windows exclude their end
     report = Engine(runtime).run_until_idle()
     assert (report.sent, report.deferred) == (0, 1)
-    deferred = enrollment(runtime, "ann@corp.example")
+    deferred = enrollment_of(runtime, "ann@corp.example")
     assert (deferred.state, deferred.next_due_at) == ("active", utc("2026-03-09T09:00:00Z"))
     assert smtp_sink.messages() == [] and touches(runtime) == []
 
@@ -264,7 +226,7 @@ def test_temporary_refusal_is_retried_as_a_new_attempt(cli, runtime, clock, tmp_
     assert touch.status == "pending" and "451" in touch.error
     assert (first.number, first.retry_at) == (1, start + timedelta(seconds=60))
     assert "451" in first.error
-    assert enrollment(runtime, "ann@corp.example").next_due_at == start + timedelta(seconds=60)
+    assert enrollment_of(runtime, "ann@corp.example").next_due_at == start + timedelta(seconds=60)
 
     clock.set(start + timedelta(seconds=59))
     Engine(runtime).run_until_idle()
@@ -277,7 +239,7 @@ def test_temporary_refusal_is_retried_as_a_new_attempt(cli, runtime, clock, tmp_
     assert touch.status == "sent"
     assert recipients(scripted) == ["ann@corp.example"]
     assert scripted.messages()[0]["Message-ID"] == touch.message_id
-    assert enrollment(runtime, "ann@corp.example").state == "finished"
+    assert enrollment_of(runtime, "ann@corp.example").state == "finished"
 
 
 def test_retries_back_off_then_the_enrollment_fails(cli, runtime, clock, tmp_path, scripted) -> None:
@@ -302,7 +264,7 @@ def test_retries_back_off_then_the_enrollment_fails(cli, runtime, clock, tmp_pat
     assert attempts(runtime)[-1].retry_at is None
     [touch] = touches(runtime)
     assert touch.status == "failed"
-    failed = enrollment(runtime, "ann@corp.example")
+    failed = enrollment_of(runtime, "ann@corp.example")
     assert failed.state == "failed"
     assert f"failed after {max_attempts} attempts" in failed.exit_reason and "451" in failed.exit_reason
     clock.advance(timedelta(days=2))
@@ -318,7 +280,7 @@ def test_unknown_recipient_at_rcpt_suppresses_and_bounces(cli, runtime, clock, t
     enroll_emails(cli, tmp_path, ["ann@corp.example"], "one", clock.now())
 
     Engine(runtime).run_until_idle()
-    bounced = enrollment(runtime, "ann@corp.example")
+    bounced = enrollment_of(runtime, "ann@corp.example")
     assert bounced.state == "bounced" and "5.1.1" in bounced.exit_reason
     [touch] = touches(runtime)
     assert touch.status == "failed"
@@ -339,7 +301,7 @@ def test_lost_reply_after_the_data_is_unknown_and_never_resent(cli, runtime, clo
     assert len(scripted.handler.dropped) == 1  # the server has the whole message
     [touch] = touches(runtime)
     assert touch.status == "unknown"
-    review = enrollment(runtime, "ann@corp.example")
+    review = enrollment_of(runtime, "ann@corp.example")
     assert (review.state, review.paused_reason, review.next_due_at) == ("needs_review", "unknown_send", None)
 
     clock.advance(timedelta(days=3))
@@ -372,9 +334,9 @@ def test_long_server_replies_are_recorded(cli, runtime, clock, tmp_path, scripte
 
     Engine(runtime).run_until_idle()
     first = touches(runtime, "ann@corp.example")[0]  # the first RCPT gets the scripted reply
-    assert (first.status, enrollment(runtime, "ann@corp.example").state) == outcome
+    assert (first.status, enrollment_of(runtime, "ann@corp.example").state) == outcome
     assert reply[:3] in (first.provider_status or "") + (first.error or "")
-    assert (touches(runtime, "bob@corp.example")[0].status, enrollment(runtime, "bob@corp.example").state) == (
+    assert (touches(runtime, "bob@corp.example")[0].status, enrollment_of(runtime, "bob@corp.example").state) == (
         "sent", "finished")
 
 
@@ -430,7 +392,7 @@ def test_reply_during_the_send_is_not_undone_by_settle(cli, runtime, clock, tmp_
     Engine(runtime).run_until_idle()
     assert recipients(scripted) == ["ann@corp.example"]
     assert [t.status for t in touches(runtime)] == ["sent"]
-    assert enrollment(runtime, "ann@corp.example").state == "replied"
+    assert enrollment_of(runtime, "ann@corp.example").state == "replied"
 
     scripted.handler.on_data = None
     clock.set(start + timedelta(days=2))
@@ -460,7 +422,7 @@ def test_worker_dying_while_sending_leaves_the_touch_for_review(cli, runtime, cl
         dead.plan(s, ids, BatchReport())  # committed as `sending`; the process dies before send()
     [touch] = touches(runtime)
     assert touch.status == "sending"
-    assert enrollment(runtime, "ann@corp.example").lease_owner == "dead-worker"
+    assert enrollment_of(runtime, "ann@corp.example").lease_owner == "dead-worker"
 
     # While the lease runs, nobody else touches it.
     assert Engine(runtime).run_until_idle().claimed == 0
@@ -470,7 +432,7 @@ def test_worker_dying_while_sending_leaves_the_touch_for_review(cli, runtime, cl
     Engine(runtime).housekeeping()
     [touch] = touches(runtime)
     assert touch.status == "unknown" and "stopped while sending" in touch.error
-    review = enrollment(runtime, "ann@corp.example")
+    review = enrollment_of(runtime, "ann@corp.example")
     assert (review.state, review.paused_reason) == ("needs_review", "unknown_send")
     assert (review.lease_owner, review.lease_until) == (None, None)
 
@@ -489,7 +451,7 @@ def test_expired_lease_without_a_sending_touch_is_reclaimed(cli, runtime, clock,
 
     _age_lease(runtime)
     Engine(runtime).housekeeping()
-    reclaimed = enrollment(runtime, "ann@corp.example")
+    reclaimed = enrollment_of(runtime, "ann@corp.example")
     assert (reclaimed.state, reclaimed.lease_owner, reclaimed.lease_until) == ("active", None, None)
     assert Engine(runtime).run_until_idle().sent == 1
     assert recipients(smtp_sink) == ["ann@corp.example"]
@@ -505,7 +467,7 @@ def test_paused_cadence_is_not_claimed_until_resumed(cli, runtime, clock, tmp_pa
     cli("cadence", "pause", "one")
     assert Engine(runtime).run_until_idle().claimed == 0
     assert smtp_sink.messages() == []
-    assert enrollment(runtime, "ann@corp.example").state == "active"
+    assert enrollment_of(runtime, "ann@corp.example").state == "active"
 
     cli("cadence", "resume", "one")
     assert Engine(runtime).run_until_idle().sent == 1
@@ -594,10 +556,10 @@ def test_out_of_office_pause_resumes_after_resume_at(cli, runtime, clock, tmp_pa
     clock.set(start + timedelta(days=1, hours=23))
     Engine(runtime).run_until_idle()
     assert smtp_sink.messages() == []
-    assert enrollment(runtime, "ann@corp.example").state == "paused"
+    assert enrollment_of(runtime, "ann@corp.example").state == "paused"
 
     clock.set(start + timedelta(days=2))
     Engine(runtime).run_until_idle()
     assert recipients(smtp_sink) == ["ann@corp.example"]
-    done = enrollment(runtime, "ann@corp.example")
+    done = enrollment_of(runtime, "ann@corp.example")
     assert (done.state, done.paused_reason, done.resume_at) == ("finished", None, None)

@@ -15,8 +15,8 @@ from sequencer.models import AuditEntry, Enrollment, InboundEvent, Lead, Mailbox
 from sequencer.runtime import Runtime
 from tests.conftest import unavailable
 from tests.support.dovecot import PASSWORD, Dovecot, DovecotUnavailable
+from tests.support.world import REP, apply, enroll_csv, team
 
-REP = "rep@acme.example"
 LEAD = "nina@ny.example"
 NOW = "2026-03-02T14:00:00Z"  # the `clock` fixture: Monday 09:00 in New York
 PASSWORD_ENV = "SEQ_TEST_IMAP_PASSWORD"
@@ -71,15 +71,10 @@ def private_dovecot():
 @pytest.fixture
 def sent(cli, tmp_path: Path, smtp_sink) -> EmailMessage:
     """A rep's mailbox, a lead in a two-email cadence, and the first email sent to the lead."""
-    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep")
-    cli("mailboxes", "add", REP, "--owner", REP, "--name", "Rita Rep")
-    cadence = tmp_path / "imap.toml"
-    cadence.write_text(CADENCE, encoding="utf-8")
-    cli("cadence", "apply", str(cadence))
-    leads = tmp_path / "leads.csv"
-    leads.write_text(f"email,first_name,company,timezone,owner\n{LEAD},Nina,Big Apple,America/New_York,{REP}\n",
-                     encoding="utf-8")
-    cli("leads", "import", str(leads), "--cadence", "imap", now=NOW)
+    team(cli)
+    apply(cli, tmp_path, CADENCE)
+    enroll_csv(cli, tmp_path, [f"{LEAD},Nina,Big Apple,America/New_York,{REP}"], "imap", NOW,
+               header="email,first_name,company,timezone,owner")
     cli("worker", "--once", now=NOW)
     (message,) = smtp_sink.messages()
     return message

@@ -2,25 +2,27 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, Touch
+from tests.support.world import (
+    ALWAYS_OPEN,
+    REP,
+    apply,
+    arf,
+    dsn,
+    messages_to,
+    recipients,
+    reply,
+    sent_to,
+    team,
+    utc,
+)
 
-REP = "rep@acme.example"
-ALWAYS_OPEN = """
-[schedule]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "24:00"
-timezone = "UTC"
-holidays = "none"
-"""
 STEPS = """
 [[steps]]
 key = "intro"
@@ -43,20 +45,13 @@ zed@other.example,Zed,Other,America/New_York,{REP}
 START = "2026-03-02T14:00:00Z"
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 def cadence(cli, tmp_path: Path, name: str, exit_rules: str = "") -> None:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\n{ALWAYS_OPEN}\n{exit_rules}\n{STEPS}', encoding="utf-8")
-    cli("cadence", "apply", str(path))
+    apply(cli, tmp_path, f'name = "{name}"\n{ALWAYS_OPEN}\n{exit_rules}\n{STEPS}')
 
 
 @pytest.fixture
 def world(cli, tmp_path: Path, smtp_sink) -> None:
-    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep")
-    cli("mailboxes", "add", REP, "--owner", REP, "--name", "Rita Rep")
+    team(cli)
     leads = tmp_path / "leads.csv"
     leads.write_text(LEADS, encoding="utf-8")
     cli("leads", "import", str(leads), now=START)
@@ -67,10 +62,6 @@ def start(cli, tmp_path: Path, name: str = "main", exit_rules: str = "", leads: 
     cadence(cli, tmp_path, name, exit_rules)
     cli("enroll", "--cadence", name, *leads, now=START)
     cli("worker", "--once", now=START)
-
-
-def sent_to(smtp_sink, email: str) -> EmailMessage:
-    return [m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == email][-1]
 
 
 def inbound(cli, tmp_path: Path, raw: bytes, now: str = "2026-03-02T15:00:00Z") -> dict:
@@ -84,61 +75,6 @@ def states(runtime) -> dict[tuple[str, str], str]:
         rows = s.execute(sa.select(Lead.email, Enrollment.cadence_name, Enrollment.state)
                          .join(Lead, Lead.id == Enrollment.lead_id)).all()
     return {(email, name): state for email, name, state in rows}
-
-
-def reply(*, sender: str, body: str, subject: str = "Re: Question", in_reply_to: str | None = None,
-          references: str | None = None, headers: dict[str, str] | None = None) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = REP
-    msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain="mail.example")
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = references
-    for name, value in (headers or {}).items():
-        msg[name] = value
-    msg.set_content(body)
-    return bytes(msg)
-
-
-def dsn(original: EmailMessage, recipient: str, status: str, diagnostic: str, action: str = "failed") -> bytes:
-    """An RFC 3464 delivery status notification returning our message's headers."""
-    headers = "".join(f"{k}: {v}\r\n" for k, v in original.items())
-    return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.corp.example>\r\n"
-        f"To: {REP}\r\n"
-        "Subject: Delivery Status Notification\r\n"
-        f"Message-ID: {make_msgid(domain='mx.corp.example')}\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.corp.example.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.corp.example\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\n"
-        f"Status: {status}\r\nDiagnostic-Code: smtp; {diagnostic}\r\n"
-        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}"
-        "--B--\r\n"
-    ).encode()
-
-
-def arf(original: EmailMessage, recipient: str, feedback_type: str = "abuse") -> bytes:
-    """An RFC 5965 abuse report, in the shape of shared/data/bounces/arf-*.eml, about our message."""
-    return (
-        "From: Feedback Loop <fbl@isp.example>\r\n"
-        f"To: {REP}\r\n"
-        "Subject: Email Feedback Report for IP 192.0.2.10\r\n"
-        f"Message-ID: {make_msgid(domain='isp.example')}\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
-        "--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
-        "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
-        f"Feedback-Type: {feedback_type}\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\n"
-        f"Original-Rcpt-To: {recipient}\r\nSource-IP: 192.0.2.10\r\n\r\n"
-        f"--F\r\nContent-Type: message/rfc822\r\n\r\n{original.as_string()}\r\n"
-        "--F--\r\n"
-    ).encode()
 
 
 def touch_of(runtime, email: str, step: str = "intro") -> Touch:
@@ -192,13 +128,13 @@ def test_account_scope_ends_every_lead_at_the_domain(cli, world, runtime, tmp_pa
     assert states(runtime) == {("ann@corp.example", "main"): "replied", ("ben@corp.example", "main"): "replied",
                                ("zed@other.example", "main"): "active"}
     cli("worker", "--once", now="2026-03-04T14:00:00Z")
-    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()[3:]] == ["zed@other.example"]
+    assert recipients(smtp_sink)[3:] == ["zed@other.example"]
 
 
 def test_lead_scope_ends_the_leads_other_cadences_only(cli, world, runtime, tmp_path, smtp_sink) -> None:
     start(cli, tmp_path, "main")
     start(cli, tmp_path, "second", leads=("ann@corp.example", "ben@corp.example"))
-    first_to_ann = [m for m in smtp_sink.messages() if m["To"].addresses[0].addr_spec == "ann@corp.example"][0]
+    first_to_ann = messages_to(smtp_sink, "ann@corp.example")[0]
     inbound(cli, tmp_path, reply(sender="ann@corp.example", body="Let's talk.", in_reply_to=first_to_ann["Message-ID"]))
     assert states(runtime) == {
         ("ann@corp.example", "main"): "replied", ("ann@corp.example", "second"): "replied",
@@ -250,7 +186,7 @@ def test_unsubscribe_reply_opts_out_and_suppresses(cli, world, runtime, tmp_path
                                  in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"]))
     _assert_opted_out(runtime, "ann@corp.example")
     cli("worker", "--once", now="2026-03-04T14:00:00Z")
-    assert "ann@corp.example" not in [m["To"].addresses[0].addr_spec for m in smtp_sink.messages()[3:]]
+    assert "ann@corp.example" not in recipients(smtp_sink)[3:]
 
 
 def test_complaint_opts_out(cli, world, runtime, tmp_path, smtp_sink) -> None:
@@ -300,9 +236,7 @@ body = "Hi {{ lead.first_name }}."
 
 
 def test_out_of_office_during_an_open_task_does_not_duplicate_it(cli, world, runtime, tmp_path) -> None:
-    path = tmp_path / "research.toml"
-    path.write_text(TASK_FIRST, encoding="utf-8")
-    cli("cadence", "apply", str(path))
+    apply(cli, tmp_path, TASK_FIRST)
     cli("enroll", "--cadence", "research", "ann@corp.example", now=START)
     cli("worker", "--once", now=START)
     assert states(runtime)[("ann@corp.example", "research")] == "waiting_task"

@@ -1,45 +1,22 @@
 """POST /hooks/email/inbound: raw messages over HTTP with a shared secret, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 
 from sequencer.models import Enrollment, InboundEvent
 from sequencer.web import create_app
 from sequencer.web import hooks
-from tests.test_optouts import make_lead
+from tests.support import world
+from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 URL = "/hooks/email/inbound"
 SECRET = "test-inbound-secret"  # tests/conftest.py write_config
 
 
-@pytest.fixture
-def app(runtime) -> Flask:
-    return create_app(runtime, test_config={"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask):
-    return app.test_client(use_cookies=False)
-
-
-@pytest.fixture
-def lead_id(runtime) -> int:
-    with runtime.session() as session:
-        return make_lead(session, runtime.now()).id
-
-
 def reply(message_id: str = "<reply-1@example.com>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Jane Doe <jane.doe@example.com>"
-    msg["To"] = "rep@acme.example"
-    msg["Subject"] = "Re: Quick question"
-    msg["Message-ID"] = message_id
-    msg.set_content("Yes, let's talk on Thursday.")
-    return bytes(msg)
+    return world.reply(sender="Jane Doe <jane.doe@example.com>", subject="Re: Quick question",
+                       message_id=message_id, body="Yes, let's talk on Thursday.")
 
 
 def events(runtime) -> list[tuple[str, int | None, str | None]]:

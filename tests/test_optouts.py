@@ -1,34 +1,18 @@
 """Opt-outs: signed never-expiring tokens, and opt_out() on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from itsdangerous import URLSafeSerializer
 
 from sequencer import hookimpl, optouts
-from sequencer.models import AuditEntry, Cadence, Enrollment, InboundEvent, Lead, Suppression
+from sequencer.models import AuditEntry, Enrollment, InboundEvent, Lead, Suppression
 from sequencer.suppressions import value_hash
+from tests.support.world import make_lead
 
 SECRET = "test-secret-key"
-
-
-def make_lead(session, now: datetime, *, email: str = "Jane.Doe@Example.com", phone: str | None = "+14155552671",
-              enroll_in: tuple[str, ...] = ("Outbound Q2",)) -> Lead:
-    """Add a lead with one active enrollment per named cadence."""
-    lead = Lead(email=email, email_normalized=email.lower(), phone=phone, created_at=now, updated_at=now)
-    session.add(lead)
-    session.flush()
-    for name in enroll_in:
-        cadence = Cadence(name=name, version=1, state="active", schedule={}, exit_rules={},
-                          definition_hash="x", created_at=now)
-        session.add(cadence)
-        session.flush()
-        session.add(Enrollment(lead_id=lead.id, cadence_id=cadence.id, cadence_name=name, state="active",
-                               anchor_at=now, enrolled_at=now, next_due_at=now))
-    session.flush()
-    return lead
 
 
 def test_token_round_trip() -> None:

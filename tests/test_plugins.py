@@ -15,6 +15,7 @@ from sequencer.channels import Channel, OutboundTouch, SendResult
 from sequencer.engine import Engine
 from sequencer.models import Enrollment, InboundEvent, Lead
 from sequencer.plugins import Plugins
+from tests.support.world import REP, enroll_csv, team
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
@@ -139,8 +140,7 @@ def test_command_and_blueprint_hooks(runtime, recorder) -> None:
 
 
 def test_template_and_event_hooks(cli, runtime, recorder, tmp_path, smtp_sink) -> None:
-    cli("users", "add", "rep@acme.example", "--role", "rep")
-    cli("mailboxes", "add", "rep@acme.example", "--owner", "rep@acme.example")
+    team(cli, name="")
     cadence = tmp_path / "c.toml"
     cadence.write_text('name = "hooks"\n[schedule]\ndays = ["mon","tue","wed","thu","fri","sat","sun"]\n'
                        'start = "00:00"\nend = "24:00"\n[[steps]]\nkey = "one"\nchannel = "email"\n'
@@ -149,9 +149,8 @@ def test_template_and_event_hooks(cli, runtime, recorder, tmp_path, smtp_sink) -
     with runtime.session() as session:
         cadences.apply_cadence(session, cadences.parse_cadence(cadence.read_text(), str(cadence)),
                                now=runtime.now(), renderer=runtime.renderer)
-    leads = tmp_path / "l.csv"
-    leads.write_text("email,first_name,owner,timezone\nann@x.example,ann,rep@acme.example,UTC\n")
-    cli("leads", "import", str(leads), "--cadence", "hooks", now=runtime.now().isoformat())
+    enroll_csv(cli, tmp_path, [f"ann@x.example,ann,{REP},UTC"], "hooks", runtime.now(),
+               header="email,first_name,owner,timezone")
     Engine(runtime).run_until_idle()
     [message] = smtp_sink.messages()
     assert message["Subject"] == "ANN!"

@@ -16,15 +16,14 @@ import sqlalchemy as sa
 
 from sequencer.clock import iso_z
 from sequencer.mailsink import MailSink
+from tests.conftest import Cli
 from tests.support.fleet import (
     Db,
     FaultyHandler,
-    InProcessCli,
     SlowHandler,
     create_database,
     drop_database,
     fleet,
-    import_leads,
     one_step_cadence,
     restart_postgres,
     run,
@@ -35,6 +34,7 @@ from tests.support.fleet import (
     write_scale_config,
 )
 from tests.support.postgres import free_port
+from tests.support.world import enroll_emails
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_four_workers_drain_20000_due_enrollments_exactly_once(pg_url, db, tmp_p
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, batch_size=200)
         started = time.monotonic()
         emails = [f"lead{i:05d}@d{i % 97}.example" for i in range(RACE_LEADS)]
-        setup_world(InProcessCli(config), tmp_path, emails, cadence=one_step_cadence())
+        setup_world(Cli(config), tmp_path, emails, cadence=one_step_cadence())
         assert db.enrollment_states() == {"active": RACE_LEADS}
         set_up = time.monotonic() - started
 
@@ -139,7 +139,7 @@ def test_kill_9_at_random_moments_never_sends_twice_and_loses_nothing(pg_url, db
     with MailSink() as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, lease_seconds=2,
                                     batch_size=CRASH_BATCH)
-        cli = InProcessCli(config)
+        cli = Cli(config)
         setup_world(cli, tmp_path, [f"crash{i:03d}@c{i % 7}.example" for i in range(CRASH_LEADS)],
                     cadence=one_step_cadence())
         killed = []
@@ -200,7 +200,7 @@ def test_postgres_restart_mid_drain(postgres, pg_url, db, tmp_path) -> None:
     with MailSink(handler=SlowHandler(delay=0.002)) as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, lease_seconds=3,
                                     batch_size=100)
-        setup_world(InProcessCli(config), tmp_path, [f"pg{i:04d}@r{i % 31}.example" for i in range(RESTART_LEADS)],
+        setup_world(Cli(config), tmp_path, [f"pg{i:04d}@r{i % 31}.example" for i in range(RESTART_LEADS)],
                     cadence=one_step_cadence())
 
         def settled() -> bool:
@@ -243,7 +243,7 @@ def test_signal_during_a_drain_stops_cleanly(signum, pg_url, db, tmp_path) -> No
     with MailSink(handler=SlowHandler(delay=0.02)) as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, lease_seconds=2,
                                     batch_size=50)
-        setup_world(InProcessCli(config), tmp_path, [f"sig{i:03d}@s{i % 13}.example" for i in range(SIGNAL_LEADS)],
+        setup_world(Cli(config), tmp_path, [f"sig{i:03d}@s{i % 13}.example" for i in range(SIGNAL_LEADS)],
                     cadence=one_step_cadence())
         with fleet(config, tmp_path / "logs") as workers:
             proc = workers.start("worker", "--batch-size", "50")
@@ -293,7 +293,7 @@ def test_provider_faults_retry_as_new_attempts_with_backoff(pg_url, db, tmp_path
     with MailSink(handler=handler) as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, smtp_timeout=1,
                                     retry_base_seconds=60, batch_size=50)
-        cli = InProcessCli(config)
+        cli = Cli(config)
         now = iso_z(T0)
         setup_world(cli, tmp_path, [], cadence=one_step_cadence(), now=now)
         # Three batches, one broken connection each (the channel reconnects once per batch).
@@ -301,7 +301,7 @@ def test_provider_faults_retry_as_new_attempts_with_backoff(pg_url, db, tmp_path
                    "g": [f"g{i:02d}@g{i}.example" for i in range(10)],
                    "h": [f"h{i:02d}@h{i}.example" for i in range(10)]}
         for emails in batches.values():
-            import_leads(cli, tmp_path, emails, "scale", now=now)
+            enroll_emails(cli, tmp_path, emails, "scale", now)
             cli("worker", "--once", now=now)
         wait_for(lambda: stalled in {r for m in sink.received for r in m.rcpt_tos}, 10, what="the stalled message")
 
@@ -399,7 +399,7 @@ def test_resolve_unknown_touches_through_the_cli(db_url, tmp_path) -> None:
     pauses.touch()
     with MailSink() as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=db_url, smtp_port=sink.port, lease_seconds=2)
-        cli = InProcessCli(config)
+        cli = Cli(config)
         setup_world(cli, tmp_path, ["ann@a.example", "bob@b.example"], cadence=two_step_cadence())
         with fleet(config, tmp_path / "logs") as workers:
             proc = workers.start("worker", "--once", env={"SEQUENCER_TEST_PAUSE": "after_plan",
@@ -455,7 +455,7 @@ def test_resolve_refusal_names_the_status_plainly(sqlite_template, tmp_path) -> 
     shutil.copy(sqlite_template, database)
     with MailSink() as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=f"sqlite:///{database}", smtp_port=sink.port)
-        cli = InProcessCli(config)
+        cli = Cli(config)
         setup_world(cli, tmp_path, ["ann@a.example"], cadence=one_step_cadence())
         cli("worker", "--once")
         refused = cli("touches", "resolve", "1", "--sent", expect=1)
@@ -477,7 +477,7 @@ def test_throttles_hold_under_four_concurrent_workers(limit, pg_url, db, tmp_pat
     with MailSink() as sink:
         config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port,
                                     domain_limit=domain_limit)
-        setup_world(InProcessCli(config), tmp_path, emails, cadence=one_step_cadence(), daily_cap=cap)
+        setup_world(Cli(config), tmp_path, emails, cadence=one_step_cadence(), daily_cap=cap)
         with fleet(config, tmp_path / "logs") as workers:
             procs = [workers.start("worker", "--once", "--batch-size", "20", name=f"w{n}") for n in range(4)]
             codes = workers.wait_all(timeout=120)

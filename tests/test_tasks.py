@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from sequencer.models import AuditEntry, Enrollment, Lead, Task, Touch
+from tests.support.world import ALWAYS_OPEN, apply, team, utc
 
 RITA, OMAR = "rita@acme.example", "omar@acme.example"
-ALWAYS_OPEN = """
-[schedule]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "24:00"
-timezone = "UTC"
-holidays = "none"
-"""
 CALLS = 'name = "calls"\n' + ALWAYS_OPEN + """
 [[steps]]
 key = "call"
@@ -47,21 +39,13 @@ other@e.example,+12125550105,Otto,Epsilon,{OMAR}
 """
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 @pytest.fixture
 def world(cli, tmp_path: Path, smtp_sink) -> None:
     """Two reps (Rita in New York), their mailboxes, a call cadence, a research cadence and five leads."""
-    cli("users", "add", RITA, "--role", "rep", "--name", "Rita Rep", "--timezone", "America/New_York")
-    cli("users", "add", OMAR, "--role", "rep", "--name", "Omar Rep", "--timezone", "America/New_York")
-    for rep in (RITA, OMAR):
-        cli("mailboxes", "add", rep, "--owner", rep)
-    for name, text in (("calls", CALLS), ("todo", TODO)):
-        path = tmp_path / f"{name}.toml"
-        path.write_text(text, encoding="utf-8")
-        cli("cadence", "apply", str(path))
+    team(cli, RITA, name="Rita Rep", timezone="America/New_York", mailbox_name="")
+    team(cli, OMAR, name="Omar Rep", timezone="America/New_York", mailbox_name="")
+    for text in (CALLS, TODO):
+        apply(cli, tmp_path, text)
     leads = tmp_path / "leads.csv"
     leads.write_text(LEADS, encoding="utf-8")
     cli("leads", "import", str(leads), now="2026-03-02T12:00:00Z")

@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 import json
-from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
 
-REP = "rep@acme.example"
-CADENCE = """
-name = "tl"
-[schedule]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "24:00"
-timezone = "UTC"
-holidays = "none"
+from tests.support.world import ALWAYS_OPEN, REP, apply, dsn, enroll_csv, reply, team
 
+CADENCE = 'name = "tl"\n' + ALWAYS_OPEN + """
 [[steps]]
 key = "intro"
 channel = "email"
@@ -39,50 +30,27 @@ body = "Bumping this."
 """
 
 
-def _dsn(original: EmailMessage) -> bytes:
-    headers = "".join(f"{k}: {v}\r\n" for k, v in original.items())
-    return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.corp.example>\r\n"
-        f"To: {REP}\r\nSubject: Delayed Mail (still being retried)\r\n"
-        f"Message-ID: {make_msgid(domain='mx.corp.example')}\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nThe mailbox is full.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.corp.example\r\n\r\n"
-        "Final-Recipient: rfc822; ann@corp.example\r\nAction: delayed\r\nStatus: 4.2.2\r\n"
-        "Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\r\n"
-        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}--B--\r\n"
-    ).encode()
-
-
-def _unsubscribe_reply(original: EmailMessage) -> bytes:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "Ann <ann@corp.example>", REP, "Re: " + original["Subject"]
-    msg["Message-ID"] = make_msgid(domain="corp.example")
-    msg["In-Reply-To"] = original["Message-ID"]
-    msg.set_content("Please remove me from your list.")
-    return bytes(msg)
-
-
 @pytest.fixture
 def history(cli, tmp_path: Path, smtp_sink) -> None:
     """Ann's whole story: enrolled, emailed, called, a delayed-mail report, then an unsubscribe reply."""
-    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep")
-    cli("mailboxes", "add", REP, "--owner", REP)
-    (tmp_path / "tl.toml").write_text(CADENCE, encoding="utf-8")
-    cli("cadence", "apply", str(tmp_path / "tl.toml"))
-    (tmp_path / "leads.csv").write_text(f"email,phone,first_name,owner\nann@corp.example,+12125550100,Ann,{REP}\n",
-                                        encoding="utf-8")
-    cli("leads", "import", str(tmp_path / "leads.csv"), "--cadence", "tl", now="2026-03-02T14:00:00Z")
+    team(cli, mailbox_name="")
+    apply(cli, tmp_path, CADENCE)
+    enroll_csv(cli, tmp_path, [f"ann@corp.example,+12125550100,Ann,{REP}"], "tl", "2026-03-02T14:00:00Z",
+               header="email,phone,first_name,owner")
     cli("worker", "--once", now="2026-03-02T14:00:00Z")
     cli("worker", "--once", now="2026-03-03T14:00:00Z")
     [task] = json.loads(cli("tasks", "--format", "json", now="2026-03-03T14:30:00Z").output)
     cli("task", "done", str(task["id"]), "--outcome", "connected", "--notes", "asked for details",
         now="2026-03-03T15:00:00Z")
     [intro] = smtp_sink.messages()
-    (tmp_path / "dsn.eml").write_bytes(_dsn(intro))
+    (tmp_path / "dsn.eml").write_bytes(dsn(intro, "ann@corp.example", "4.2.2", "452 4.2.2 Mailbox full",
+                                           subject="Delayed Mail (still being retried)",
+                                           explanation="The mailbox is full."))
     assert json.loads(cli("inbound", "email", str(tmp_path / "dsn.eml"), now="2026-03-03T16:00:00Z").output)[
         "kind"] == "bounce"
-    (tmp_path / "reply.eml").write_bytes(_unsubscribe_reply(intro))
+    (tmp_path / "reply.eml").write_bytes(reply(sender="Ann <ann@corp.example>", subject="Re: " + intro["Subject"],
+                                               in_reply_to=intro["Message-ID"], domain="corp.example",
+                                               body="Please remove me from your list."))
     cli("inbound", "email", str(tmp_path / "reply.eml"), now="2026-03-04T10:00:00Z")
 
 

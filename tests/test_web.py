@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 
 from sequencer import hookimpl, optouts
 from sequencer.config import load_settings
@@ -13,23 +12,7 @@ from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Supp
 from sequencer.runtime import Runtime
 from sequencer.web import create_app
 from sequencer.web.unsubscribe import mask_email, mask_phone
-from tests.test_optouts import make_lead
-
-
-@pytest.fixture
-def app(runtime) -> Flask:
-    return create_app(runtime, test_config={"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask):
-    return app.test_client(use_cookies=False)
-
-
-@pytest.fixture
-def lead_id(runtime) -> int:
-    with runtime.session() as session:
-        return make_lead(session, runtime.now()).id
+from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 
 def unsubscribe_path(runtime, lead_id: int) -> str:

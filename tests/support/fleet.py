@@ -1,7 +1,8 @@
 """Run `sequencer` worker processes against a test database, and look at what they did.
 
 Used by tests/test_scaleout.py: real processes (so kill -9 and signals are real), a real
-SMTP sink in the test process, and plain SQL reads of the outcome.
+SMTP sink in the test process, and plain SQL reads of the outcome. Setting up (the rep, the
+cadence, the leads) goes through tests/support/world.py with tests/conftest.py's in-process `Cli`.
 """
 from __future__ import annotations
 
@@ -21,12 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from sequencer.mailsink import MailSink, SinkHandler
-
-REPO = Path(__file__).resolve().parents[2]
-REP = "rep@acme.example"
+from tests.conftest import Cli, write_config
+from tests.support.world import ALWAYS_OPEN, apply, cadence_name, enroll_emails, team
 
 
 def sequencer_executable() -> str:
@@ -41,15 +40,6 @@ def sequencer_executable() -> str:
 
 
 SEQUENCER = sequencer_executable()
-
-ALWAYS_OPEN = """
-[schedule]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "24:00"
-timezone = "UTC"
-holidays = "none"
-"""
 
 
 def one_step_cadence(name: str = "scale") -> str:
@@ -76,39 +66,11 @@ body = "Hi {{ lead.first_name }}, bumping this up."
 def write_scale_config(path: Path, *, db_url: str, smtp_port: int, lease_seconds: float = 2, tick_seconds: float = 0.5,
                        batch_size: int = 200, retry_base_seconds: float = 60, max_attempts: int = 5,
                        smtp_timeout: float = 5, max_per_lead: int = 100, domain_limit: int = 0) -> Path:
-    path.write_text(f"""
-templates_dir = "{REPO / 'templates'}"
-
-[database]
-url = "{db_url}"
-
-[web]
-base_url = "https://sequencer.test"
-secret_key = "test-secret-key"
-inbound_secret = "test-inbound-secret"
-
-[sending]
-postal_address = "Sequencer Test Co, 1 Test Street, Testville"
-max_touches_per_lead_per_day = {max_per_lead}
-max_per_recipient_domain_per_hour = {domain_limit}
-
-[leads]
-default_region = "US"
-
-[engine]
-lease_seconds = {lease_seconds}
-tick_seconds = {tick_seconds}
-batch_size = {batch_size}
-retry_base_seconds = {retry_base_seconds}
-max_attempts = {max_attempts}
-
-[plugins.email]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-timeout = {smtp_timeout}
-""", encoding="utf-8")
-    return path
+    """tests/conftest.py's config, with the engine and sending settings of a fleet of workers."""
+    return write_config(path, db_url=db_url, smtp_port=smtp_port, lease_seconds=lease_seconds,
+                        tick_seconds=tick_seconds, batch_size=batch_size, retry_base_seconds=retry_base_seconds,
+                        max_attempts=max_attempts, smtp_timeout=smtp_timeout, max_per_lead=max_per_lead,
+                        domain_limit=domain_limit)
 
 
 # -- running the CLI -----------------------------------------------------------------------
@@ -131,23 +93,6 @@ def run(config: Path, *args: str, now: str | None = None, env: dict[str, str] | 
         assert done.returncode == expect, (f"sequencer {' '.join(args)} exited {done.returncode}:\n"
                                            f"{done.stdout}\n{done.stderr}")
     return done
-
-
-class InProcessCli:
-    """Run `sequencer` in this process (fast: for setting up and for many small commands)."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, now: str | None = None, expect: int | None = 0):
-        from sequencer.cli import main
-
-        argv = ["--config", str(self.config)] + (["--now", now] if now else []) + list(args)
-        result = self.runner.invoke(main, argv, catch_exceptions=False)
-        if expect is not None:
-            assert result.exit_code == expect, f"sequencer {' '.join(args)} exited {result.exit_code}:\n{result.output}"
-        return result
 
 
 @dataclass
@@ -238,23 +183,12 @@ def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.0
 # -- the world: a rep, a mailbox, a cadence, leads -------------------------------------------------
 
 
-def setup_world(cli: InProcessCli, tmp: Path, emails: list[str], *, cadence: str, daily_cap: int = 1_000_000,
+def setup_world(cli: Cli, tmp: Path, emails: list[str], *, cadence: str, daily_cap: int = 1_000_000,
                 now: str | None = None) -> None:
-    cli("users", "add", REP, "--role", "rep", "--name", "Rita Rep", "--timezone", "UTC", now=now)
-    cli("mailboxes", "add", REP, "--owner", REP, "--name", "Rita Rep", "--daily-cap", str(daily_cap), now=now)
-    path = tmp / "cadence.toml"
-    path.write_text(cadence, encoding="utf-8")
-    cli("cadence", "apply", str(path), now=now)
-    name = re.search(r'name = "([^"]+)"', cadence).group(1)  # type: ignore[union-attr]
+    team(cli, daily_cap=daily_cap, now=now)
+    apply(cli, tmp, cadence, now=now)
     if emails:
-        import_leads(cli, tmp, emails, name, now=now)
-
-
-def import_leads(cli: InProcessCli, tmp: Path, emails: list[str], cadence_name: str, now: str | None = None) -> None:
-    path = tmp / f"leads-{uuid.uuid4().hex[:6]}.csv"
-    rows = [f"{e},{e.split('@')[0].replace('.', '').title()},{REP}" for e in emails]
-    path.write_text("\n".join(["email,first_name,owner", *rows]) + "\n", encoding="utf-8")
-    cli("leads", "import", str(path), "--cadence", cadence_name, now=now)
+        enroll_emails(cli, tmp, emails, cadence_name(cadence), now)
 
 
 # -- the SMTP sink ---------------------------------------------------------------------------------
