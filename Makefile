@@ -36,6 +36,8 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) bench/dispatch.py
 	$(PY) bench/tick_scale.py
+	$(PY) bench/burst.py
+	$(PY) bench/apscheduler_per_job.py
 
 clean:
 	rm -rf $(VENV) var

@@ -92,7 +92,8 @@ def run_worker(runtime: Runtime, *, concurrency: int = 1, batch_size: int | None
     """
     hold_sqlite_worker_lock(runtime)
     engines = make_engines(runtime, concurrency, batch_size)
-    scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(concurrency)})
+    # One thread per engine, plus one so inbound polling never waits behind a long drain.
+    scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(concurrency + 1)})
     add_jobs(scheduler, runtime, engines)
 
     def stop(signum: int, _frame: Any) -> None:
