@@ -266,6 +266,25 @@ def test_signal_during_a_drain_stops_cleanly(signum, pg_url, db, tmp_path) -> No
         print(f"{signal.Signals(signum).name}: stopped after {stopped_at} messages, in {took:.1f}s")
 
 
+def test_concurrency_runs_engines_side_by_side_in_one_worker(pg_url, db, tmp_path) -> None:
+    """--concurrency N: N engines in threads of one process share the work through SKIP LOCKED."""
+    leads = 400
+    with MailSink(handler=SlowHandler(delay=0.005)) as sink:
+        config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, batch_size=25)
+        setup_world(Cli(config), tmp_path, [f"cc{i:03d}@c{i % 17}.example" for i in range(leads)],
+                    cadence=one_step_cadence())
+        with fleet(config, tmp_path / "logs") as workers:
+            proc = workers.start("worker", "--concurrency", "3", "--batch-size", "25")
+            wait_for(lambda: len(sink.received) >= leads, 120, what="every message")
+            proc.popen.send_signal(signal.SIGTERM)
+            assert workers.wait_all(timeout=30) == [0], proc.output()[-3000:]
+        assert "worker started: 3 engine(s) on PostgreSQL" in proc.output()
+        ids = sink_message_ids(sink)
+        assert len(ids) == leads and sum(ids.values()) == leads
+        assert db.enrollment_states() == {"finished": leads}
+        no_claims_left(db)
+
+
 # -- 5. provider faults across a batch -----------------------------------------------------------
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=timezone.utc)
