@@ -121,7 +121,7 @@ SENDER = {"address": MAILBOX, "email": MAILBOX, "display_name": "Rita Rep", "nam
 
 
 def build_message(renderer: Any, lead: Lead, step_key: str) -> tuple[EmailMessage, dict[str, Any]]:
-    """Render the bench template for one lead and build the same multipart message bench/dispatch.py's bare loop
+    """Render the bench template for one lead and build the multipart message the bare loops (bench/dispatch.py, bench/burst.py)
     sends (the email channel's policy and headers). Returns the message and the touches row to insert."""
     from sequencer_email.message import POLICY
     from sequencer.optouts import unsubscribe_url

@@ -25,25 +25,19 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import html
 import json
 import smtplib
 import subprocess
 import sys
 import time
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from burst_common import Lead as BenchLead  # noqa: E402
+from burst_common import build_message  # noqa: E402
 from common import (  # noqa: E402
-    BASE_URL,
-    BODY,
     MAILBOX,
-    POSTAL_ADDRESS,
-    SECRET_KEY,
-    SUBJECT,
     databases,
     emit_json,
     load_world,
@@ -58,8 +52,7 @@ from sequencer.clock import SystemClock  # noqa: E402
 from sequencer.config import load_settings  # noqa: E402
 from sequencer.engine import Engine  # noqa: E402
 from sequencer.models import Enrollment, Lead, Touch  # noqa: E402
-from sequencer.optouts import unsubscribe_url  # noqa: E402
-from sequencer.rendering import Renderer, build_context  # noqa: E402
+from sequencer.rendering import Renderer  # noqa: E402
 from sequencer.runtime import Runtime  # noqa: E402
 
 TARGET = 0.8
@@ -123,47 +116,23 @@ def run_bare(runtime: Runtime, renderer: Renderer, port: int, mailbox_id: int, p
 
 
 def _bare_loop(runtime: Runtime, renderer: Renderer, port: int, mailbox_id: int) -> int:
-    from sequencer_email.message import POLICY  # the channel's MIME policy: the same bytes on the wire
-
     now = utcnow()
     with runtime.engine.connect() as conn:
         rows = conn.execute(
             sa.select(Enrollment.id, Lead.id, Lead.email, Lead.phone, Lead.external_id, Lead.first_name,
                       Lead.last_name, Lead.company, Lead.domain, Lead.title, Lead.country, Lead.timezone)
             .join(Lead, Lead.id == Enrollment.lead_id).order_by(Enrollment.id)).all()
-        owner = {"name": "Rita Rep", "first_name": "Rita", "last_name": "Rep", "email": MAILBOX}
-        sender = {"address": MAILBOX, "email": MAILBOX, "display_name": "Rita Rep", "name": "Rita Rep"}
         smtp = smtplib.SMTP("127.0.0.1", port, timeout=60)
         smtp.ehlo()
         pending: list[dict[str, Any]] = []
         for enrollment_id, lead_id, email, phone, external_id, first, last, company, domain, title, country, zone in rows:
-            unsubscribe = unsubscribe_url(BASE_URL, SECRET_KEY, lead_id)
-            lead = {"email": email, "phone": phone, "external_id": external_id, "first_name": first,
-                    "last_name": last, "company": company, "domain": domain, "title": title, "country": country,
-                    "timezone": zone, "full_name": f"{first} {last}", "custom_fields": {}}
-            context = build_context(lead=lead, owner=owner, sender=sender, extra={"unsubscribe_url": unsubscribe})
-            rendered = renderer.render_email(subject=SUBJECT, template=None, body=BODY, context=context)
-            text = f"{rendered.text}\n\n{POSTAL_ADDRESS}\nUnsubscribe: {unsubscribe}\n"
-            link = html.escape(unsubscribe, quote=True)
-            body_html = (f'{rendered.html}\n<p style="font-size:12px;color:#666666">{html.escape(POSTAL_ADDRESS)}<br>'
-                         f'Unsubscribe: <a href="{link}">{link}</a></p>\n')
-            message_id = make_msgid(idstring=f"b{enrollment_id}.intro", domain="bench.example")
-            message = EmailMessage(policy=POLICY)
-            message["From"] = "Rita Rep <rep@bench.example>"
-            message["To"] = f"{first} {last} <{email}>"
-            message["Subject"] = rendered.subject or ""
-            message["Date"] = format_datetime(utcnow())
-            message["Message-ID"] = message_id
-            message["List-Unsubscribe"] = f"<{unsubscribe}>"
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-            message.set_content(text)
-            message.add_alternative(body_html, subtype="html")
+            lead = BenchLead(enrollment_id=enrollment_id, lead_id=lead_id, email=email, first_name=first,
+                             last_name=last, company=company, domain=domain, title=title, country=country,
+                             timezone=zone, external_id=external_id, phone=phone)
+            message, row = build_message(renderer, lead, "bare")
             smtp.sendmail(MAILBOX, [email], message.as_bytes())
-            pending.append({"enrollment_id": enrollment_id, "step_key": "bare", "lead_id": lead_id, "mailbox_id": mailbox_id,
-                            "channel": "email", "action": "auto", "status": "sent", "provider_status": "250 OK",
-                            "provider_id": message_id, "message_id": message_id, "subject": rendered.subject,
-                            "body_text": text, "body_html": body_html, "due_at": now, "sent_at": now,
-                            "created_at": now, "updated_at": now})
+            pending.append({**row, "mailbox_id": mailbox_id, "due_at": now, "sent_at": now, "created_at": now,
+                            "updated_at": now})
             if len(pending) >= BARE_COMMIT_EVERY:
                 conn.execute(sa.insert(Touch), pending)
                 conn.commit()
