@@ -121,8 +121,12 @@ SENDER = {"address": MAILBOX, "email": MAILBOX, "display_name": "Rita Rep", "nam
 
 
 def build_message(renderer: Any, lead: Lead, step_key: str) -> tuple[EmailMessage, dict[str, Any]]:
-    """Render the bench template for one lead and build the multipart message the bare loops (bench/dispatch.py, bench/burst.py)
-    sends (the email channel's policy and headers). Returns the message and the touches row to insert."""
+    """Render the bench template for one lead and build the message the bare loops send.
+
+    The same multipart message as the email channel (its policy and headers); used by
+    bench/dispatch.py, bench/burst.py and the APScheduler jobs. Returns the message and the
+    touches row to insert.
+    """
     from sequencer_email.message import POLICY
     from sequencer.optouts import unsubscribe_url
     from sequencer.rendering import build_context
