@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import imaplib
 import ipaddress
-import os
 import re
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
@@ -20,6 +17,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from sequencer.channels import Channel, Sender
+from sequencer.imap import PollFailed, check_login
 from sequencer.models import Mailbox
 
 if TYPE_CHECKING:
@@ -36,7 +34,6 @@ KNOWN_SECRETS = frozenset({
 })
 # Names recipients can never reach (RFC 6761, RFC 6762, ICANN's .internal).
 LOCAL_SUFFIXES = (".localhost", ".local", ".test", ".example", ".invalid", ".internal", ".lan", ".home.arpa")
-IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 MAILBOX_WORKERS = 8
 
 
@@ -193,78 +190,10 @@ def _check_imap(mailbox: _MailboxInfo, timeout: float) -> Check:
     name = f"imap {mailbox.address}"
     fix = "check host, port, security, username, password (or password_env) and folder in the mailbox's inbound settings"
     try:
-        detail = imap_login(mailbox.inbound, timeout=timeout)
-    except ImapCheckError as exc:
+        detail = check_login(dict(mailbox.inbound), timeout=timeout)
+    except PollFailed as exc:
         return Check(name, "fail", f"mailbox {mailbox.address}: {exc}", fix)
     return Check(name, "ok", detail)
-
-
-class ImapCheckError(Exception):
-    """The IMAP login did not work; the message says where it stopped."""
-
-
-def imap_login(settings: Mapping[str, Any], *, timeout: float) -> str:
-    """Connect, log in and open the folder read-only as the poller would; return what worked or raise ImapCheckError."""
-    host = str(settings.get("host") or "").strip()
-    if not host:
-        raise ImapCheckError("no IMAP host in the inbound settings")
-    security = str(settings.get("security") or "ssl").lower()
-    if security not in IMAP_PORTS:
-        raise ImapCheckError(f"inbound security must be one of {', '.join(IMAP_PORTS)}, not {security!r}")
-    try:
-        port = int(settings.get("port") or IMAP_PORTS[security])
-    except (TypeError, ValueError):
-        raise ImapCheckError(f"inbound port must be a number, not {settings.get('port')!r}") from None
-    username = str(settings.get("username") or "")
-    # As the poller (sequencer/imap.py) reads them: password_env first, then a stored password.
-    if settings.get("password_env"):
-        var = str(settings["password_env"])
-        if var not in os.environ:
-            raise ImapCheckError(f"inbound password_env names {var}, which is not set where this runs; export {var}")
-        password = os.environ[var]
-    else:
-        password = str(settings.get("password") or "")
-    folder = str(settings.get("folder") or "INBOX")
-    label = f"{host}:{port}"
-    try:
-        context = ssl.create_default_context(cafile=settings.get("ca_file") or None)
-    except OSError as exc:
-        raise ImapCheckError(f"inbound ca_file {settings.get('ca_file')!r} cannot be used: {_error(exc)}") from None
-    try:
-        if security == "ssl":
-            imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=timeout)
-        else:
-            imap = imaplib.IMAP4(host, port, timeout=timeout)
-    except OSError as exc:
-        raise ImapCheckError(f"IMAP server {label}: {_error(exc)}") from None
-    try:
-        if security == "starttls":
-            imap.starttls(ssl_context=context)
-        if username:
-            imap.login(username, password)
-        status, _ = imap.select(_imap_quote(folder), readonly=True)
-        if status != "OK":
-            raise ImapCheckError(f"IMAP server {label}: folder {folder!r} cannot be opened")
-    except (OSError, imaplib.IMAP4.error) as exc:
-        raise ImapCheckError(f"IMAP server {label}: {_error(exc)}") from None
-    finally:
-        try:
-            imap.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
-    who = f"logged in as {username}" if username else "connected"
-    return f"{who} at {label} ({security}), folder {folder}"
-
-
-def _imap_quote(folder: str) -> str:
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _error(exc: BaseException) -> str:
-    text = exc.args[0] if len(exc.args) == 1 else str(exc)
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{type(exc).__name__}: {text}" if str(text) else type(exc).__name__
 
 
 # DNS: SPF, DMARC, DKIM

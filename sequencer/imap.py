@@ -237,6 +237,27 @@ def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: 
                 warnings.append(problem)
 
 
+def check_login(settings: dict[str, Any], *, timeout: float) -> str:
+    """Connect, log in and open the folder read-only, as the poller would; return what worked.
+
+    Raises PollFailed saying what to fix. `sequencer doctor` runs it for each mailbox.
+    """
+    if not settings.get("host"):
+        raise PollFailed("no IMAP host in the inbound settings; run `sequencer mailboxes inbound`")
+    security = settings.get("security", "ssl")
+    settings = {**settings, "port": settings.get("port") or DEFAULT_PORTS.get(security, 993), "timeout": timeout}
+    conn = _open(settings)
+    folder = settings.get("folder") or "INBOX"
+    try:
+        typ, data = conn.select(_quote(folder), readonly=True)
+        if typ != "OK":
+            raise PollFailed(f"folder {folder} cannot be opened on {_where(settings)}: {_text(data)}; "
+                             "check --folder")
+    finally:
+        _close(conn)
+    return f"logged in as {settings['username']} at {settings['host']}:{settings['port']} ({security}), folder {folder}"
+
+
 def _open(settings: dict[str, Any]) -> imaplib.IMAP4:
     """Connect and log in; every failure becomes a PollFailed that says what to fix."""
     password = _password(settings)
