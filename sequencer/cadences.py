@@ -684,7 +684,17 @@ def _supported_countries() -> frozenset[str]:
 def calendar_for_lead(schedule: Mapping[str, Any], lead: Lead) -> LocalCalendar:
     """Return the sending calendar of a cadence's schedule for one lead."""
     zones = (schedule["timezone"],) if schedule.get("timezone", "lead") != "lead" else (lead.zones() or ("UTC",))
-    return _calendar(schedule, zones, lead.country)
+    return _cached_calendar(_freeze(schedule), tuple(zones), lead.country)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_calendar(schedule: tuple, zones: tuple[str, ...], country: str | None) -> LocalCalendar:
+    # The engine asks once per lead per batch; leads of a cadence share a handful of (zones, country) pairs.
+    return _calendar(dict(schedule), zones, country)
+
+
+def _freeze(schedule: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in schedule.items()))
 
 
 def _calendar(schedule: Mapping[str, Any], zones: tuple[str, ...], country: str | None) -> LocalCalendar:

@@ -21,7 +21,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -657,24 +656,4 @@ def _thread(e: Enrollment, touch: Touch) -> None:
 
 
 def _calendar(cadence: Cadence, lead: Lead) -> LocalCalendar:
-    return _cached_calendar(cadence.id, _freeze(cadence.schedule), lead.zones(), lead.country)
-
-
-@lru_cache(maxsize=4096)
-def _cached_calendar(cadence_id: int, schedule: tuple, zones: tuple[str, ...], country: str | None) -> LocalCalendar:
-    # Leads of one cadence share a handful of (zones, country) pairs: build each calendar once.
-    lead = _LeadPlace(zones, country)
-    return cadences.calendar_for_lead(dict(schedule), lead)
-
-
-@dataclass(frozen=True)
-class _LeadPlace:
-    _zones: tuple[str, ...]
-    country: str | None
-
-    def zones(self) -> tuple[str, ...]:
-        return self._zones
-
-
-def _freeze(schedule: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (schedule or {}).items()))
+    return cadences.calendar_for_lead(cadence.schedule, lead)
