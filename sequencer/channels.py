@@ -61,6 +61,10 @@ class SendResult:
     retryable: bool = False
     # A provider verdict on the recipient (e.g. "opted_out", "invalid_address") that ends outreach.
     recipient_problem: str | None = None
+    # The provider refused because of *our* side (authentication, blocklist, reputation, rate
+    # limiting): the sender is held and admins alerted; the lead is not blamed and the touch
+    # waits, without using an attempt, until the sender is released. The text says why.
+    sender_problem: str | None = None
 
 
 @dataclass(frozen=True)
