@@ -11,18 +11,24 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 
 __all__ = [
+    "TCPA_HOURS",
     "WEEKDAYS",
+    "ContactHours",
     "LocalCalendar",
+    "NoContactHours",
     "NoOpening",
     "Wait",
     "Window",
+    "in_contact_hours",
     "local_day_bounds",
+    "next_contact_opening",
+    "next_phone_opening",
 ]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -82,16 +88,16 @@ def _holidays(country: str, year: int) -> frozenset[dt.date]:
 
 
 def _parse_time(text: str, what: str, *, allow_24: bool) -> dt.time:
-    """Parse "HH:MM" into a time; "24:00" becomes midnight when allowed."""
+    """Parse "HH:MM" into a time; "24:00" becomes midnight when allowed. `what` names the setting."""
     match = _TIME_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     expected = "HH:MM between 00:00 and " + ("24:00" if allow_24 else "23:59")
     if match is None:
-        raise ValueError(f"window {what} {text!r} is not a time; expected {expected}")
+        raise ValueError(f"{what} {text!r} is not a time; expected {expected}")
     hour, minute = int(match[1]), int(match[2])
     if allow_24 and (hour, minute) == (24, 0):
         return MIDNIGHT
     if hour > 23 or minute > 59:
-        raise ValueError(f"window {what} {text!r} is out of range; expected {expected}")
+        raise ValueError(f"{what} {text!r} is out of range; expected {expected}")
     return dt.time(hour, minute)
 
 
@@ -130,8 +136,8 @@ class Window:
             numbers.add(WEEKDAYS.index(key))
         return cls(
             frozenset(numbers),
-            _parse_time(start, "start", allow_24=False),
-            _parse_time(end, "end", allow_24=True),
+            _parse_time(start, "window start", allow_24=False),
+            _parse_time(end, "window end", allow_24=True),
         )
 
     def contains_time(self, t: dt.time) -> bool:
@@ -323,29 +329,22 @@ class LocalCalendar:
                             best = candidate
             day += dt.timedelta(days=1)
 
+    def _parts(self) -> list[tuple[LocalCalendar, ZoneInfo]]:
+        """Return the (calendar, zone) pairs that must all be open."""
+        return [(self, _zone(name)) for name in self.zones]
+
     def next_opening(self, at: dt.datetime) -> dt.datetime:
         """Return `at` if it is open, else the first later instant open in every zone."""
         at = _require_aware(at, "at")
-        until = at + SEARCH_HORIZON
-        zones = [_zone(name) for name in self.zones]
-        moment = at
-        # Each zone's next opening never passes the earliest instant open in all
-        # zones, so advancing zone by zone until none moves reaches exactly that instant.
-        while True:
-            moved = False
-            for zone in zones:
-                found = self._next_opening_in(moment, zone, until)
-                if found is None or found > until:
-                    raise NoOpening(
-                        f"window {self.window} never opens in {', '.join(self.zones)} within"
-                        f" {SEARCH_HORIZON.days} days after {at.isoformat()}"
-                        f"{' (holidays: ' + self.holiday_country + ')' if self.holiday_country else ''};"
-                        " check the window days and hours, the zones and the skip dates"
-                    )
-                if found != moment:
-                    moment, moved = found, True
-            if not moved:
-                return moment
+        found = _common_opening(self._parts(), at)
+        if found is None:
+            raise NoOpening(
+                f"window {self.window} never opens in {', '.join(self.zones)} within"
+                f" {SEARCH_HORIZON.days} days after {at.isoformat()}"
+                f"{' (holidays: ' + self.holiday_country + ')' if self.holiday_country else ''};"
+                " check the window days and hours, the zones and the skip dates"
+            )
+        return found
 
     def is_business_day(self, day: dt.date, zone: str | None = None) -> bool:
         """Tell whether a date is a weekday that is neither a holiday nor a skip date.
@@ -379,3 +378,136 @@ class LocalCalendar:
     def due_at(self, previous: dt.datetime, wait: Wait) -> dt.datetime:
         """Return when the next step is due: the wait from `previous`, moved into the window."""
         return self.next_opening(self.add_wait(previous, wait))
+
+
+def _common_opening(parts: Sequence[tuple[LocalCalendar, ZoneInfo]], at: dt.datetime) -> dt.datetime | None:
+    """Return the first instant >= `at` open in every (calendar, zone) part, or None within the horizon."""
+    until = at + SEARCH_HORIZON
+    moment = at
+    # Each part's next opening never passes the earliest instant open in all parts, so
+    # advancing part by part until none moves reaches exactly that instant.
+    while True:
+        moved = False
+        for calendar, zone in parts:
+            found = calendar._next_opening_in(moment, zone, until)
+            if found is None or found > until:
+                return None
+            if found != moment:
+                moment, moved = found, True
+        if not moved:
+            return moment
+
+
+# Contact hours: when calls and texts may reach a lead (../shared/COMPLIANCE.md rule 8).
+
+# The TCPA's calling hours (47 CFR 64.1200(c)(1)): no earlier than 8 a.m. and no later
+# than 9 p.m. at the called party's location.
+TCPA_HOURS = (dt.time(8), dt.time(21))
+_EVERY_DAY = frozenset(range(7))
+
+
+class NoContactHours(NoOpening):
+    """Raised when a lead's candidate zones share no contact hours at all."""
+
+    def __init__(self, zones: Sequence[str], hours: ContactHours) -> None:
+        self.zones = tuple(zones)
+        self.hours = hours
+        super().__init__(
+            f"contact hours {hours} never hold at once in all of the lead's zones ({', '.join(self.zones)});"
+            " set the lead's timezone so that one zone applies"
+        )
+
+
+@dataclass(frozen=True)
+class ContactHours:
+    """Local hours, every day, when phone channels may reach a lead; start inclusive, end exclusive.
+
+    The wall clock of each zone counts, so 08:00-21:00 stays 08:00-21:00 across DST changes.
+    """
+
+    start: dt.time = TCPA_HOURS[0]
+    end: dt.time = TCPA_HOURS[1]
+
+    def __post_init__(self) -> None:
+        if self.end != MIDNIGHT and self.start >= self.end:
+            raise ValueError(
+                f"contact hours {self} are empty; the start must be before the end"
+                " (they cannot span midnight)"
+            )
+
+    @classmethod
+    def parse(cls, start: str, end: str, *, allow_wider_than_tcpa: bool = False) -> ContactHours:
+        """Build contact hours from "HH:MM" times; wider than 08:00-21:00 only when allowed."""
+        hours = cls(
+            _parse_time(start, "contact_hours.start", allow_24=False),
+            _parse_time(end, "contact_hours.end", allow_24=True),
+        )
+        if not allow_wider_than_tcpa:
+            tcpa = f"{TCPA_HOURS[0]:%H:%M}-{TCPA_HOURS[1]:%H:%M}"
+            fix = (f"the TCPA allows calls and texts only {tcpa} local time; narrow it, or set"
+                   " allow_wider_than_tcpa = true in [contact_hours] if none of your leads is covered by it")
+            if hours.start < TCPA_HOURS[0]:
+                raise ValueError(f"contact_hours.start {start!r} is earlier than {TCPA_HOURS[0]:%H:%M}: {fix}")
+            if hours.end == MIDNIGHT or hours.end > TCPA_HOURS[1]:
+                raise ValueError(f"contact_hours.end {end!r} is later than {TCPA_HOURS[1]:%H:%M}: {fix}")
+        return hours
+
+    def calendar(self, zones: Sequence[str]) -> LocalCalendar:
+        """Return a calendar open during these hours in every one of `zones`."""
+        zones = tuple(zones)
+        if not zones:
+            raise ValueError(
+                "contact hours need the lead's time zone and none is known; set the lead's timezone,"
+                " or a phone or country it can be inferred from"
+            )
+        return _contact_calendar(self, zones)
+
+    def __str__(self) -> str:
+        end = "24:00" if self.end == MIDNIGHT else f"{self.end:%H:%M}"
+        return f"{self.start:%H:%M}-{end}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _contact_calendar(hours: ContactHours, zones: tuple[str, ...]) -> LocalCalendar:
+    # Leads share a handful of zone sets; holidays do not apply to contact hours.
+    return LocalCalendar(Window(_EVERY_DAY, hours.start, hours.end), zones, None)
+
+
+def in_contact_hours(zones: Sequence[str], hours: ContactHours, at: dt.datetime) -> bool:
+    """Tell whether `at` is inside contact hours in every one of the lead's zones."""
+    return hours.calendar(zones).is_open(at)
+
+
+def next_contact_opening(zones: Sequence[str], hours: ContactHours, at: dt.datetime) -> dt.datetime:
+    """Return `at` if it is inside contact hours in every zone, else the first later instant that is.
+
+    Raises NoContactHours when the zones never share an instant inside the hours.
+    """
+    contact = hours.calendar(zones)
+    found = _common_opening(contact._parts(), _require_aware(at, "at"))
+    if found is None:
+        raise NoContactHours(contact.zones, hours)
+    return found
+
+
+def next_phone_opening(
+    calendar: LocalCalendar, zones: Sequence[str], hours: ContactHours, at: dt.datetime
+) -> dt.datetime:
+    """Return the first instant >= `at` open in the cadence's calendar and inside contact hours.
+
+    The calendar may use other zones than the lead's (a cadence with a fixed zone); contact
+    hours always use the lead's. Raises NoContactHours when the lead's zones share no
+    contact hours, NoOpening when the window and the contact hours never meet.
+    """
+    at = _require_aware(at, "at")
+    contact = hours.calendar(zones)
+    found = _common_opening(calendar._parts() + contact._parts(), at)
+    if found is not None:
+        return found
+    # Tell the two failures apart: first whether the lead's zones share no contact hours at all.
+    next_contact_opening(zones, hours, at)
+    raise NoOpening(
+        f"window {calendar.window} in {', '.join(calendar.zones)} never meets contact hours {hours} in"
+        f" {', '.join(contact.zones)} within {SEARCH_HORIZON.days} days after {at.isoformat()};"
+        " widen the cadence window's hours or days"
+    )

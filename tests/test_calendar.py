@@ -9,13 +9,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sequencer.calendar import (
+    TCPA_HOURS,
     WEEKDAYS,
+    ContactHours,
     LocalCalendar,
+    NoContactHours,
     NoOpening,
     Wait,
     Window,
+    in_contact_hours,
     local_day_bounds,
+    next_contact_opening,
+    next_phone_opening,
 )
+from sequencer.leads import infer_zones
 
 UTC = dt.timezone.utc
 NY = "America/New_York"
@@ -476,3 +483,211 @@ def test_local_day_bounds_cover_exactly_that_date(zone: str, day: dt.date) -> No
     assert (start - dt.timedelta(microseconds=1)).astimezone(tz).date() < day
     assert end.astimezone(tz).date() > day
     assert (end - dt.timedelta(microseconds=1)).astimezone(tz).date() == day
+
+
+# Contact hours for calls and texts (COMPLIANCE.md rule 8)
+
+TCPA = ContactHours()
+TOKYO = "Asia/Tokyo"
+# Every zone a US toll-free number can ring in, as phonenumbers reads it: Guam (UTC+10)
+# to Pago Pago (UTC-11), with St. John's (UTC-3:30) and New York in between.
+TOLL_FREE = ("+18005550123", None)
+
+
+def test_contact_hours_default_to_the_tcpa_hours() -> None:
+    assert (TCPA.start, TCPA.end) == TCPA_HOURS == (dt.time(8), dt.time(21))
+    assert ContactHours.parse("08:00", "21:00") == TCPA
+    assert str(ContactHours.parse("09:30", "20:00")) == "09:30-20:00"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "named"),
+    [
+        ("07:59", "21:00", "contact_hours.start '07:59' is earlier than 08:00"),
+        ("08:00", "21:01", "contact_hours.end '21:01' is later than 21:00"),
+        ("08:00", "24:00", "contact_hours.end '24:00' is later than 21:00"),
+    ],
+)
+def test_contact_hours_wider_than_tcpa_are_refused_unless_allowed(start: str, end: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named) as error:
+        ContactHours.parse(start, end)
+    assert "allow_wider_than_tcpa = true" in str(error.value)
+    wide = ContactHours.parse(start, end, allow_wider_than_tcpa=True)
+    assert str(wide) == f"{start}-{end}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("8am", "21:00", "contact_hours.start '8am' is not a time"),
+        ("08:00", "25:00", "contact_hours.end '25:00' is out of range"),
+        ("20:00", "09:00", "contact hours 20:00-09:00 are empty"),
+        ("12:00", "12:00", "contact hours 12:00-12:00 are empty"),
+    ],
+)
+def test_bad_contact_hours_name_the_setting(start: str, end: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ContactHours.parse(start, end, allow_wider_than_tcpa=True)
+
+
+@pytest.mark.parametrize("zone", [NY, BERLIN])
+def test_frozen_clock_at_20_59_local_is_open_and_21_00_is_deferred_to_08_00(zone: str) -> None:
+    assert in_contact_hours((zone,), TCPA, local(zone, 2026, 6, 3, 20, 59))
+    assert next_contact_opening((zone,), TCPA, local(zone, 2026, 6, 3, 20, 59)) == local(zone, 2026, 6, 3, 20, 59)
+    assert not in_contact_hours((zone,), TCPA, local(zone, 2026, 6, 3, 21, 0))
+    assert next_contact_opening((zone,), TCPA, local(zone, 2026, 6, 3, 21, 0)) == local(zone, 2026, 6, 4, 8, 0)
+
+
+def test_contact_hours_include_the_start_and_exclude_the_end() -> None:
+    assert in_contact_hours((NY,), TCPA, local(NY, 2026, 6, 3, 8, 0))
+    assert not in_contact_hours((NY,), TCPA, local(NY, 2026, 6, 3, 7, 59, 59))
+    assert in_contact_hours((NY,), TCPA, local(NY, 2026, 6, 3, 20, 59, 59, 999999))
+
+
+@pytest.mark.parametrize(
+    ("zone", "evening", "morning_utc"),
+    [
+        # The night clocks spring forward, 08:00 is an hour earlier in UTC than the day before...
+        (NY, (2026, 3, 7), utc(2026, 3, 8, 12, 0)),
+        (BERLIN, (2026, 3, 28), utc(2026, 3, 29, 6, 0)),
+        # ...and an hour later the night they fall back.
+        (NY, (2026, 10, 31), utc(2026, 11, 1, 13, 0)),
+        (BERLIN, (2026, 10, 24), utc(2026, 10, 25, 7, 0)),
+    ],
+)
+def test_contact_hours_keep_the_wall_clock_across_dst(
+    zone: str, evening: tuple[int, int, int], morning_utc: dt.datetime
+) -> None:
+    assert next_contact_opening((zone,), TCPA, local(zone, *evening, 21, 0)) == morning_utc
+    assert morning_utc.astimezone(ZoneInfo(zone)).time() == dt.time(8, 0)
+
+
+def test_ambiguous_eastern_to_pacific_number_is_called_when_every_zone_is_inside() -> None:
+    zones = (NY, "America/Chicago", "America/Denver", LA)
+    # 08:00 in Los Angeles is 11:00 in New York; 21:00 in New York closes it for everyone.
+    assert not in_contact_hours(zones, TCPA, local(NY, 2026, 6, 3, 10, 59))
+    assert next_contact_opening(zones, TCPA, local(NY, 2026, 6, 3, 9, 0)) == local(NY, 2026, 6, 3, 11, 0)
+    assert in_contact_hours(zones, TCPA, local(NY, 2026, 6, 3, 20, 59))
+    assert next_contact_opening(zones, TCPA, local(NY, 2026, 6, 3, 21, 0)) == local(NY, 2026, 6, 4, 11, 0)
+
+
+def test_us_toll_free_number_is_contacted_only_in_the_hours_all_its_zones_share() -> None:
+    zones, source = infer_zones(*TOLL_FREE)
+    assert source == "ambiguous" and {NY, LA, "Pacific/Guam", "Pacific/Pago_Pago"} <= set(zones)
+    # Summer: 08:00 in Guam (22:00 UTC) opens it, 21:00 in St. John's (23:30 UTC) closes it.
+    assert next_contact_opening(zones, TCPA, utc(2026, 6, 3, 12, 0)) == utc(2026, 6, 3, 22, 0)
+    assert in_contact_hours(zones, TCPA, utc(2026, 6, 3, 23, 29))
+    assert not in_contact_hours(zones, TCPA, utc(2026, 6, 3, 23, 30))
+    # Winter: St. John's is an hour behind, so the shared hours last until 00:30 UTC.
+    assert in_contact_hours(zones, TCPA, utc(2026, 12, 4, 0, 29))
+    assert not in_contact_hours(zones, TCPA, utc(2026, 12, 4, 0, 30))
+
+
+def test_zones_that_share_no_contact_hours_raise_naming_them() -> None:
+    zones = (NY, LONDON, TOKYO)
+    with pytest.raises(NoContactHours, match="America/New_York, Europe/London, Asia/Tokyo") as error:
+        next_contact_opening(zones, TCPA, utc(2026, 6, 3))
+    assert error.value.zones == zones
+    assert "set the lead's timezone" in str(error.value)
+    assert not in_contact_hours(zones, TCPA, utc(2026, 6, 3, 12, 0))
+
+
+def test_contact_hours_need_a_zone_and_an_aware_instant() -> None:
+    with pytest.raises(ValueError, match="contact hours need the lead's time zone"):
+        in_contact_hours((), TCPA, utc(2026, 6, 3))
+    with pytest.raises(ValueError, match="naive"):
+        next_contact_opening((NY,), TCPA, dt.datetime(2026, 6, 3, 12, 0))
+
+
+def test_phone_opening_is_inside_the_cadence_window_and_contact_hours() -> None:
+    # A cadence fixed to UTC office hours, a lead in Los Angeles: 16:00 UTC is 09:00 there.
+    cadence = LocalCalendar(OFFICE, ("UTC",), None)
+    assert next_phone_opening(cadence, (LA,), TCPA, utc(2026, 6, 3, 6, 0)) == utc(2026, 6, 3, 15, 0)
+    # Friday 17:00 UTC: the window reopens Monday 09:00 UTC, 02:00 in Los Angeles; 08:00 there is 15:00 UTC.
+    assert next_phone_opening(cadence, (LA,), TCPA, utc(2026, 6, 5, 17, 0)) == utc(2026, 6, 8, 15, 0)
+
+
+def test_phone_opening_says_which_rule_never_opens() -> None:
+    late = LocalCalendar(Window.parse(list(WEEKDAYS), "21:30", "23:00"), (NY,), None)
+    with pytest.raises(NoOpening, match="never meets contact hours 08:00-21:00") as error:
+        next_phone_opening(late, (NY,), TCPA, utc(2026, 6, 3))
+    assert not isinstance(error.value, NoContactHours)
+    with pytest.raises(NoContactHours):
+        next_phone_opening(office(NY), (NY, LONDON, TOKYO), TCPA, utc(2026, 6, 3))
+
+
+# Around the DST changes of New York and Berlin, where contact hours are most easily got wrong.
+DST_DAYS = [dt.date(2026, 3, 8), dt.date(2026, 11, 1), dt.date(2026, 3, 29), dt.date(2026, 10, 25),
+            dt.date(2027, 3, 14), dt.date(2027, 3, 28)]
+near_dst = st.builds(
+    lambda day, minutes: dt.datetime.combine(day, dt.time(0), UTC) + dt.timedelta(minutes=minutes),
+    st.sampled_from(DST_DAYS), st.integers(-3 * 1440, 3 * 1440),
+)
+contact_zones = st.lists(st.sampled_from([NY, BERLIN, LA, "America/Chicago", LONDON]), min_size=1, max_size=3,
+                         unique=True).map(tuple)
+
+
+@st.composite
+def contact_hours(draw: st.DrawFn) -> ContactHours:
+    """Draw hours inside 08:00-21:00, to the minute."""
+    start = draw(st.integers(8 * 60, 21 * 60 - 1))
+    end = draw(st.integers(start + 1, 21 * 60))
+    return ContactHours(dt.time(start // 60, start % 60), dt.time(end // 60, end % 60))
+
+
+def inside_by_the_rules(zones: tuple[str, ...], hours: ContactHours, moment: dt.datetime) -> bool:
+    """Decide contact hours straight from each zone's wall clock."""
+    return all(hours.start <= moment.astimezone(ZoneInfo(z)).time() < hours.end for z in zones)
+
+
+@PROPERTY
+@given(contact_zones, contact_hours(), near_dst)
+def test_contact_hours_follow_every_zones_wall_clock(
+    zones: tuple[str, ...], hours: ContactHours, moment: dt.datetime
+) -> None:
+    assert in_contact_hours(zones, hours, moment) == inside_by_the_rules(zones, hours, moment)
+
+
+@PROPERTY
+@given(contact_zones, contact_hours(), near_dst)
+def test_next_contact_opening_is_the_first_instant_inside(
+    zones: tuple[str, ...], hours: ContactHours, moment: dt.datetime
+) -> None:
+    try:
+        opening = next_contact_opening(zones, hours, moment)
+    except NoContactHours:
+        event("no shared hours")
+        assert not any(inside_by_the_rules(zones, hours, moment + dt.timedelta(minutes=m)) for m in range(0, 2880, 5))
+        return
+    assert_utc(opening)
+    assert opening >= moment
+    assert inside_by_the_rules(zones, hours, opening)
+    if inside_by_the_rules(zones, hours, moment):
+        assert opening == moment
+        return
+    if len(zones) == 1:
+        # Deferred, never dropped: in one zone the hours come back within a day (and a DST hour).
+        assert opening - moment <= dt.timedelta(hours=25)
+    gap = opening - moment
+    for k in range(40):
+        assert not inside_by_the_rules(zones, hours, moment + gap * k / 40)
+    assert not inside_by_the_rules(zones, hours, opening - dt.timedelta(microseconds=1))
+
+
+@PROPERTY
+@given(calendars(max_zones=2), contact_zones, contact_hours(), near_dst)
+def test_phone_opening_is_the_first_instant_open_in_both(
+    calendar: LocalCalendar, zones: tuple[str, ...], hours: ContactHours, moment: dt.datetime
+) -> None:
+    try:
+        opening = next_phone_opening(calendar, zones, hours, moment)
+    except NoOpening:
+        event("no opening")
+        return
+    assert_utc(opening)
+    assert opening >= moment
+    assert calendar.is_open(opening) and inside_by_the_rules(zones, hours, opening)
+    gap = opening - moment
+    for k in range(40):
+        probe = moment + gap * k / 40
+        assert not (calendar.is_open(probe) and inside_by_the_rules(zones, hours, probe))
