@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sequencer.calendar import ContactHours
+
 DEFAULT_OUTCOMES = [
     "connected",
     "left_voicemail",
@@ -75,6 +77,24 @@ class EngineSettings:
     lease_seconds: float = 120.0
     retry_base_seconds: float = 300.0
     max_attempts: int = 5
+    # Touches a worker has handed to providers without recording their answers: all a kill -9
+    # can leave `unknown` for a person to resolve.
+    max_in_flight: int = 50
+
+
+@dataclass
+class ContactHoursSettings:
+    # Local time of the lead for calls and texts (COMPLIANCE.md rule 8); checked at start-up.
+    start: str = "08:00"
+    end: str = "21:00"
+    allow_wider_than_tcpa: bool = False
+
+    def hours(self) -> ContactHours:
+        """Return the hours; raise ValueError naming the key when they are unusable."""
+        if not isinstance(self.allow_wider_than_tcpa, bool):
+            raise ValueError(f"contact_hours.allow_wider_than_tcpa {self.allow_wider_than_tcpa!r} must be"
+                             " true or false")
+        return ContactHours.parse(self.start, self.end, allow_wider_than_tcpa=self.allow_wider_than_tcpa)
 
 
 @dataclass
@@ -87,6 +107,7 @@ class Settings:
     tasks: TasksSettings = field(default_factory=TasksSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    contact_hours: ContactHoursSettings = field(default_factory=ContactHoursSettings)
     templates_dir: Path | None = None
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -104,6 +125,7 @@ _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "tasks": (TasksSettings, ()),
     "engine": (EngineSettings, ()),
     "inbound": (InboundSettings, ()),
+    "contact_hours": (ContactHoursSettings, ()),
 }
 _TOP_LEVEL = {"templates_dir", "plugins"}
 
@@ -145,6 +167,10 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
                 raise ConfigError(f"{path}: required key {section}.{key} is missing; set it in [{section}]")
         built[section] = cls(**values)
     built["database"].url = _resolve_sqlite_path(built["database"].url, path.parent)
+    try:
+        built["contact_hours"].hours()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     templates_dir = raw.get("templates_dir", "templates")
     plugins = {
         name: {k: resolve_secret(v, f"plugins.{name}.{k}", path) for k, v in table.items()}

@@ -115,3 +115,24 @@ def test_clocks() -> None:
     assert fixed.now() == start + timedelta(hours=2)
     advancing = OffsetClock(start)
     assert start <= advancing.now() < start + timedelta(seconds=5)
+
+
+def test_contact_hours_default_to_08_to_21_and_may_be_narrower(tmp_path: Path) -> None:
+    assert str(load_settings(write(tmp_path, MINIMAL)).contact_hours.hours()) == "08:00-21:00"
+    narrow = load_settings(write(tmp_path, MINIMAL + '[contact_hours]\nstart = "09:00"\nend = "20:00"\n'))
+    assert str(narrow.contact_hours.hours()) == "09:00-20:00"
+
+
+@pytest.mark.parametrize("table, named", [
+    ('start = "07:00"', "contact_hours.start '07:00' is earlier than 08:00"),
+    ('end = "22:00"', "contact_hours.end '22:00' is later than 21:00"),
+    ('allow_wider_than_tcpa = "yes"', "contact_hours.allow_wider_than_tcpa 'yes' must be true or false"),
+])
+def test_contact_hours_wider_than_tcpa_stop_start_up_naming_the_key_and_the_file(tmp_path: Path, table: str,
+                                                                                 named: str) -> None:
+    path = write(tmp_path, MINIMAL + f"[contact_hours]\n{table}\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(error.value).startswith(f"{path}: {named}")
+    wide = write(tmp_path, MINIMAL + '[contact_hours]\nstart = "07:00"\nend = "22:00"\nallow_wider_than_tcpa = true\n')
+    assert str(load_settings(wide).contact_hours.hours()) == "07:00-22:00"
