@@ -15,6 +15,7 @@ from sequencer.channels import ChannelContext, OutboundTouch, Sender
 from sequencer.mailsink import MailSink, SinkHandler
 from sequencer.plugins import Plugins
 from sequencer_email import EmailChannel
+from sequencer_email.refusals import sender_cause
 
 POSTAL = "Sequencer Test Co, 1 Test Street, Testville"
 UNSUBSCRIBE = "https://sequencer.test/u/" + "t0k3n" * 24  # longer than a header line: must not be folded
@@ -71,6 +72,35 @@ class DropOnSecondMailHandler(CountingHandler):
             server.transport.abort()
         envelope.mail_from = address
         return "250 OK"
+
+
+@dataclass
+class RefuseAtHandler(CountingHandler):
+    """Answer one SMTP step (EHLO, MAIL, RCPT, or "message": the reply to the message data) with a given reply."""
+
+    stage: str = "RCPT"
+    reply: str = "550 5.7.1 refused"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [self.reply] if self.stage == "EHLO" else responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+        if self.stage == "MAIL":
+            return self.reply
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        if self.stage == "RCPT":
+            return self.reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        if self.stage == "message":
+            return self.reply
+        return await super().handle_DATA(server, session, envelope)
 
 
 @contextmanager
@@ -307,6 +337,7 @@ def test_login_uses_the_configured_credentials() -> None:
         [refused] = bad.send_batch(prepared(bad, make_touch(2)))
     assert accepted.accepted
     assert not refused.accepted and refused.retryable and "535" in refused.error
+    assert refused.sender_problem == "535 5.7.8 Authentication credentials invalid"
     assert [m.rcpt_tos for m in sink.received] == [["lead1@example.org"]]
 
 
@@ -352,13 +383,15 @@ def test_invalid_address_is_read_from_code_or_text(reply: str) -> None:
     assert result.recipient_problem == "invalid_address" and not result.retryable
 
 
-def test_other_permanent_refusal_fails_without_blaming_the_recipient() -> None:
-    handler = RefuseRcptHandler(refuse={"lead1@example.org": "550 5.7.1 relaying denied"})
-    with smtp_server(handler) as sink:
+def test_recipient_policy_refusal_fails_without_blaming_the_recipient_or_the_sender() -> None:
+    # Postfix check_recipient_access: the recipient's own restriction, not our mailbox's fault.
+    reply = "554 5.7.1 <lead1@example.org>: Recipient address rejected: Access denied"
+    with smtp_server(RefuseRcptHandler(refuse={"lead1@example.org": reply})) as sink:
         channel = make_channel(sink.port)
         [result] = channel.send_batch(prepared(channel, make_touch(1)))
-    assert not result.accepted and not result.retryable and result.recipient_problem is None
-    assert "5.7.1 relaying denied" in result.error
+    assert not result.accepted and not result.retryable
+    assert result.recipient_problem is None and result.sender_problem is None
+    assert "Recipient address rejected: Access denied" in result.error
 
 
 @pytest.mark.parametrize("stall_seconds", [0.0, 3.0], ids=["disconnect", "timeout"])
@@ -398,3 +431,118 @@ def test_touch_without_recipient_fails_alone() -> None:
         missing, delivered = channel.send_batch(prepared(channel, make_touch(1, to_email=None), make_touch(2)))
     assert not missing.accepted and not missing.retryable and "no recipient" in missing.error
     assert delivered.accepted
+
+
+# Refusals during the session that are our side's fault: the mailbox is held, the lead not blamed
+
+
+SENDER_SIDE = [
+    ("RCPT", "550 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org", "blocklist"),
+    ("RCPT", "550 5.7.1 relaying denied", "relay"),
+    ("RCPT", "450 4.7.1 <lead1@example.org>: Client host rejected: rate limited, try again in an hour", "rate_limit"),
+    ("MAIL", "530 5.7.0 Authentication required", "authentication"),
+    ("MAIL", "553 5.1.8 <rep@example.com>: Sender address rejected: Domain not found", "sender_rejected"),
+    ("MAIL", "421 4.7.0 Try again later, too many connections", "rate_limit"),
+    ("message", "550 5.7.26 Unauthenticated email from example.com is not accepted due to domain's DMARC policy",
+     "authentication"),
+    ("message", "554 5.7.1 Message rejected for policy reasons", "policy"),
+    ("message", "550 5.7.350 Remote server returned message detected as spam", "spam"),
+]
+
+
+@pytest.mark.parametrize("stage, reply, cause", SENDER_SIDE, ids=[cause + "-" + stage for stage, _r, cause in SENDER_SIDE])
+def test_refusal_for_our_side_is_a_sender_problem(stage: str, reply: str, cause: str) -> None:
+    handler = RefuseAtHandler(stage=stage, reply=reply)
+    with smtp_server(handler) as sink:
+        channel = make_channel(sink.port)
+        results = channel.send_batch(prepared(channel, make_touch(1), make_touch(2)))
+    assert sink.received == []
+    for result in results:
+        assert not result.accepted and result.recipient_problem is None
+        # Nothing was accepted: once the mailbox is released the touch may go again.
+        assert result.retryable
+        assert result.sender_problem == reply
+    assert reply in results[0].error and stage in results[0].error
+    assert sender_cause(stage, int(reply[:3]), reply[4:]) == cause
+
+
+def test_421_rate_limit_is_not_asked_again_in_the_batch() -> None:
+    handler = RefuseAtHandler(stage="MAIL", reply="421 4.7.0 Try again later, too many connections")
+    with smtp_server(handler) as sink:
+        channel = make_channel(sink.port)
+        results = channel.send_batch(prepared(channel, *(make_touch(n) for n in (1, 2, 3))))
+    # The server hung up on us because of our rate: no reconnect, every touch waits with the same reason.
+    assert handler.connections == 1
+    assert [r.sender_problem for r in results] == ["421 4.7.0 Try again later, too many connections"] * 3
+    assert all(r.retryable and not r.accepted for r in results)
+    assert sink.received == []
+
+
+def test_blocklisted_client_refused_at_ehlo_holds_every_touch_of_the_session() -> None:
+    reply = "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using b.barracudacentral.org"
+    handler = RefuseAtHandler(stage="EHLO", reply=reply)
+    with smtp_server(handler) as sink:
+        channel = make_channel(sink.port)
+        results = channel.send_batch(prepared(channel, make_touch(1), make_touch(2)))
+    assert handler.connections == 1  # refused once, not asked again
+    assert [r.sender_problem for r in results] == [reply, reply]
+    assert all(r.retryable and "EHLO" in r.error and "blocklist" in r.error for r in results)
+    assert sink.received == []
+
+
+# aiosmtpd warns that AUTH without TLS is unsafe; this loopback server has no certificate to offer.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+def test_server_login_required_is_a_sender_problem() -> None:
+    # aiosmtpd with auth_required answers MAIL with its own 530 5.7.0, as real submission servers do.
+    with smtp_server(CountingHandler(), auth_required=True, auth_require_tls=False) as sink:
+        channel = make_channel(sink.port)
+        [result] = channel.send_batch(prepared(channel, make_touch(1)))
+    assert result.sender_problem is not None and result.sender_problem.startswith("530 5.7.0")
+    assert result.retryable and sink.received == []
+
+
+NOT_SENDER_SIDE = [
+    # The recipient's side or a passing fault of theirs: handled as before.
+    ("RCPT", "550 5.1.1 <lead1@example.org>: Recipient address rejected: User unknown in local recipient table",
+     False, "invalid_address"),
+    ("RCPT", "450 4.7.1 <lead1@example.org>: Recipient address rejected: Greylisted, see http://postgrey.example/",
+     True, None),
+    ("RCPT", "550 5.7.1 RESOLVER.RST.NotAuthorized; not authorized to send to this recipient group", False, None),
+    ("RCPT", "452 4.2.2 The email account that you tried to reach is over quota", True, None),
+    ("MAIL", "421 4.3.2 Service shutting down, closing transmission channel", True, None),
+    ("message", "451 4.7.0 Temporary System Problem. Try again later", True, None),
+    ("RCPT", "550 5.7.17 Mailbox owner has changed", False, None),
+]
+
+
+@pytest.mark.parametrize("stage, reply, retryable, recipient_problem", NOT_SENDER_SIDE,
+                         ids=[f"{stage}-{reply[:9]}" for stage, reply, *_ in NOT_SENDER_SIDE])
+def test_refusal_about_the_recipient_or_a_passing_fault_is_not_a_sender_problem(
+        stage: str, reply: str, retryable: bool, recipient_problem: str | None) -> None:
+    with smtp_server(RefuseAtHandler(stage=stage, reply=reply)) as sink:
+        channel = make_channel(sink.port)
+        [result] = channel.send_batch(prepared(channel, make_touch(1)))
+    assert not result.accepted and result.sender_problem is None
+    assert result.retryable is retryable and result.recipient_problem == recipient_problem
+
+
+@pytest.mark.parametrize("stage, code, reply, cause", [
+    ("greeting", 554, "No SMTP service here", "sender_rejected"),  # RFC 5321 3.1
+    ("greeting", 421, "4.3.2 Service not available", None),
+    ("AUTH", 535, "Authentication failed", "authentication"),
+    ("AUTH", 454, "4.7.0 Temporary authentication failure", None),  # RFC 4954: the server's backend
+    ("EHLO", 550, "5.7.1 Helo command rejected: Host not found", "sender_rejected"),
+    ("RCPT", 550, "5.7.1 Client host rejected: cannot find your reverse hostname, [192.0.2.1]", "reverse_dns"),
+    ("RCPT", 554, "5.7.1 Your IP 192.0.2.1 is listed on bl.spamcop.net", "blocklist"),
+    ("RCPT", 550, "5.1.1 <x@example.org>: user is not listed in the Domino Directory", None),
+    ("RCPT", 550, "5.7.1 You have been blocked by the recipient", None),
+    ("RCPT", 550, "5.7.2 Mailing list expansion prohibited", None),
+    ("message", 550, "5.7.25 The IP address sending this message does not have a PTR record setup", "reverse_dns"),
+    ("message", 550, "5.7.23 SPF validation failed", "authentication"),
+    ("message", 554, "5.7.9 Message not accepted for policy reasons", "policy"),
+    ("message", 550, "Our system has detected that this message is likely unsolicited mail", "spam"),
+    ("RCPT", 550, "Requested action not taken: mailbox unavailable", None),
+    ("RCPT", 250, "OK", None),
+])
+def test_sender_cause_rules(stage: str, code: int, reply: str, cause: str | None) -> None:
+    assert sender_cause(stage, code, reply) == cause

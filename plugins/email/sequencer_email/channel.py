@@ -11,9 +11,11 @@ import dkim
 
 from sequencer.channels import Channel, Health, OutboundTouch, SendResult, Sender
 from sequencer_email.message import add_footer, build_message, check_headers
+from sequencer_email.refusals import CAUSES, sender_cause
 from sequencer_email.signing import DKIM_SCHEMA, DkimError, DkimKey, resolve_dkim
 from sequencer_email.transport import (
     Delivery,
+    SessionRefused,
     Transport,
     TransportError,
     connect,
@@ -186,30 +188,43 @@ def _message_id(touch: OutboundTouch, transport: Transport) -> str:
 
 
 def _send_group(transport: Transport, batch: list[Outgoing]) -> list[tuple[int, SendResult]]:
-    """Send a group's messages over one connection, reconnecting once if it breaks mid-batch."""
+    """Send a group's messages over one connection, reconnecting once if it breaks mid-batch.
+
+    A server that refuses the session or hangs up because of our side (blocklist, login,
+    rate limit) is not asked again in this batch: the rest come back with the same sender_problem.
+    """
     results: list[tuple[int, SendResult]] = []
     pending = deque(batch)
     reason = ""
+    sender_problem: str | None = None
     for _ in range(2):
-        if not pending:
+        if not pending or sender_problem:
             break
         try:
             smtp = connect(transport)
         except OSError as exc:
             reason = f"could not open an SMTP session with {transport.label}: {describe_error(exc)}"
+            if isinstance(exc, SessionRefused) and (cause := sender_cause(exc.stage, exc.smtp_code, exc.reply)):
+                reason = f"{transport.label} refused the session at {exc.stage}: {describe_error(exc)} ({CAUSES[cause]})"
+                sender_problem = describe_error(exc)
             break
         try:
             while pending:
                 item = pending.popleft()
                 delivery = deliver(smtp, item.mail_from, item.rcpt_to, item.data)
-                results.append((item.index, result_for(item, delivery, transport.label)))
+                result = result_for(item, delivery, transport.label)
+                results.append((item.index, result))
                 if not delivery.connection_ok:
                     reason = f"the connection to {transport.label} broke before this message was sent"
+                    if result.sender_problem:
+                        reason = f"not sent: {result.error}"
+                        sender_problem = result.sender_problem
                     break
         finally:
             disconnect(smtp)
     # These never reached the server: a new attempt is safe.
-    results.extend((item.index, SendResult(item.touch.touch_id, accepted=False, error=reason, retryable=True))
+    results.extend((item.index, SendResult(item.touch.touch_id, accepted=False, error=reason, retryable=True,
+                                           sender_problem=sender_problem))
                    for item in pending)
     return results
 
@@ -229,6 +244,11 @@ def result_for(item: Outgoing, delivery: Delivery, server: str) -> SendResult:
                                  f"({delivery.status}); the server may have accepted it, so it must not be "
                                  f"resent before a person checks"))
     error = f"{server} refused the message at {delivery.stage}: {delivery.status}"
+    cause = sender_cause(delivery.stage, delivery.code, delivery.reply)
+    if cause is not None:
+        # A refusal: the server has nothing, so the touch may go again once the mailbox is released.
+        return SendResult(touch_id, accepted=False, retryable=True, provider_status=delivery.status,
+                          error=f"{error} ({CAUSES[cause]})", sender_problem=delivery.status)
     if _is_invalid_address(delivery):
         return SendResult(touch_id, accepted=False, retryable=False, provider_status=delivery.status,
                           error=error, recipient_problem="invalid_address")

@@ -74,26 +74,61 @@ def _number(values: Mapping[str, Any], key: str, kind: type[int] | type[float], 
     return number
 
 
+class SessionRefused(smtplib.SMTPResponseException):
+    """The server refused the session itself; stage says where: greeting, EHLO, STARTTLS or AUTH."""
+
+    def __init__(self, stage: str, code: int, reply: bytes | str) -> None:
+        super().__init__(code, reply)
+        self.stage = stage
+
+    @property
+    def reply(self) -> str:
+        """Return the server's text, without the code."""
+        return _text(self.smtp_error) if isinstance(self.smtp_error, bytes) else str(self.smtp_error)
+
+
 def connect(transport: Transport, timeout: float | None = None) -> smtplib.SMTP:
-    """Open an SMTP session: EHLO, STARTTLS and login as configured; raise OSError on failure."""
+    """Open an SMTP session: EHLO, STARTTLS and login as configured; raise OSError on failure.
+
+    A refusal by the server (a reply code) is raised as SessionRefused, naming the step.
+    """
     timeout = timeout or transport.timeout
     context = ssl.create_default_context()
-    if transport.security == "ssl":
-        smtp: smtplib.SMTP = smtplib.SMTP_SSL(transport.host, transport.port, timeout=timeout, context=context)
-    else:
-        smtp = smtplib.SMTP(transport.host, transport.port, timeout=timeout)
     try:
-        smtp.ehlo()
+        if transport.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(transport.host, transport.port, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(transport.host, transport.port, timeout=timeout)
+    except smtplib.SMTPResponseException as exc:
+        raise SessionRefused("greeting", exc.smtp_code, exc.smtp_error) from None
+    stage = "EHLO"
+    try:
+        _hello(smtp)
         if transport.security == "starttls":
             # starttls() raises when the server does not offer it: never fall back to plain text.
+            stage = "STARTTLS"
             smtp.starttls(context=context)
-            smtp.ehlo()
+            stage = "EHLO"
+            _hello(smtp)
         if transport.username:
+            stage = "AUTH"
             smtp.login(transport.username, transport.password or "")
+    except smtplib.SMTPResponseException as exc:
+        smtp.close()
+        raise SessionRefused(stage, exc.smtp_code, exc.smtp_error) from None
     except BaseException:
         smtp.close()
         raise
     return smtp
+
+
+def _hello(smtp: smtplib.SMTP) -> None:
+    """Say EHLO (HELO to a server that does not know EHLO); raise when the server refuses us."""
+    code, reply = smtp.ehlo()
+    if code in (500, 502):  # command unrecognized or not implemented: RFC 5321 3.2 allows falling back
+        code, reply = smtp.helo()
+    if not _is_2xx(code):
+        raise smtplib.SMTPHeloError(code, reply)
 
 
 def disconnect(smtp: smtplib.SMTP) -> None:
@@ -133,8 +168,13 @@ class Delivery:
     @property
     def enhanced_status(self) -> str | None:
         """Return the RFC 3463 enhanced status code at the start of the reply (e.g. "5.1.1"), if any."""
-        match = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\d)", self.reply)
-        return match.group(1) if match else None
+        return enhanced_status(self.reply)
+
+
+def enhanced_status(reply: str) -> str | None:
+    """Return the RFC 3463 enhanced status code (class.subject.detail) a reply text starts with, if any."""
+    match = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\d)", reply)
+    return match.group(1) if match else None
 
 
 def deliver(smtp: smtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes) -> Delivery:
