@@ -1,4 +1,4 @@
-"""A lead's timeline: every enrollment, touch, attempt, task and inbound event, in time order."""
+"""A lead's timeline: every enrollment, touch, attempt, task, inbound event and consent, in time order."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,6 +6,8 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from sequencer.clock import iso_z
+from sequencer.consent import consents
 from sequencer.models import Enrollment, InboundEvent, Lead, Task, Touch, TouchAttempt
 
 
@@ -48,6 +50,12 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
                 detail=", ".join(filter(None, [task.outcome, task.notes])))
     for ev in session.scalars(sa.select(InboundEvent).where(InboundEvent.lead_id == lead.id)):
         row(ev.received_at, ev.kind, channel=ev.channel, status=ev.classification.get("cause"), detail=ev.summary)
+    for c in consents(lead).values():
+        # At the time it was recorded: a consent given long ago only counts from when we knew of it.
+        row(c.recorded_at, "consent", channel=c.channel, status="given",
+            detail=f"{c.source} (given {iso_z(c.given_at)}, recorded by {c.recorded_by})")
+        if c.revoked_at:
+            row(c.revoked_at, "consent_revoked", channel=c.channel, status="revoked", detail=f"by {c.revoked_by}")
     rows.sort(key=lambda r: (r["at"], _ORDER.get(r["kind"], 5)))
     return rows
 
