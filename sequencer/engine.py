@@ -1,13 +1,24 @@
 """The engine: claim due enrollments, run their step, log the touch, advance.
 
-A batch goes through three short transactions:
-1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL);
+1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL), in one
+   short transaction.
+Then the batch goes through in groups of `[engine] max_in_flight` enrollments, each group in
+two more short transactions:
 2. plan: check exits, suppressions, windows, channels and throttles; render; write each
    touch as `sending` (or open a task) and commit, so a crash after this point can never
-   lead to a second send of the same step;
-3. send and settle: hand each channel its whole batch, then record the results and
+   lead to a second send of the same step; renew the lease of the rest of the batch;
+3. send and settle: hand each channel the group's touches, then record the results and
    advance the enrollments.
-The number of SQL statements per batch does not depend on the batch size.
+
+At most `max_in_flight` touches per worker are ever `sending` without a recorded answer: a
+kill -9 leaves at most that many `unknown` for a person to resolve. The rest of the batch is
+only leased, with no touch written, so after a crash it is simply claimed again once the lease
+expires. The number of SQL statements per group does not depend on the batch or group size.
+
+A refusal that blames our side (`SendResult.sender_problem`: authentication, blocklist, rate
+limiting) holds the touch's mailbox and alerts every admin; the touch goes back to `pending`
+without using an attempt and the enrollment waits as `mailbox_held` until
+`sequencer mailboxes release` resumes it.
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -31,9 +43,10 @@ from sequencer.calendar import LocalCalendar, NoOpening, Wait
 from sequencer.channels import OutboundTouch, Sender, SendResult, SentTouch
 from sequencer.db import is_sqlite
 from sequencer.exits import end_enrollments, end_for_lead
-from sequencer.messages import choose_variant, render_step, template_context
+from sequencer.messages import add_text_footer, choose_variant, render_step, template_context
 from sequencer.models import Cadence, Enrollment, Lead, Mailbox, Step, Task, Touch, TouchAttempt, User
 from sequencer.rendering import TemplateProblem
+from sequencer.users import hold_for_sender_problem
 
 if TYPE_CHECKING:
     from sequencer.plugins import Plugins
@@ -113,10 +126,15 @@ class _Writes:
 
 
 class Engine:
-    def __init__(self, runtime: Runtime, *, worker_id: str | None = None, batch_size: int | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, worker_id: str | None = None, batch_size: int | None = None,
+                 max_in_flight: int | None = None) -> None:
         self.rt = runtime
         self.config = runtime.settings.engine
         self.batch_size = batch_size or self.config.batch_size
+        self.max_in_flight = max_in_flight or self.config.max_in_flight
+        if self.max_in_flight < 1:
+            raise ValueError(f"[engine] max_in_flight is {self.max_in_flight}; set it to 1 or more in "
+                             f"{runtime.settings.path}")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Set by SIGTERM/SIGINT: finish the batch in hand, claim no more.
         self.stopping = threading.Event()
@@ -144,19 +162,33 @@ class Engine:
             self.resume_after_out_of_office(session)
 
     def run_batch(self) -> BatchReport:
+        """Claim a batch, then plan, send and settle it max_in_flight enrollments at a time."""
         report = BatchReport()
         with self.rt.session() as session:
             ids = self.claim(session)
         report.claimed = len(ids)
-        if not ids:
-            return report
+        for start in range(0, len(ids), self.max_in_flight):
+            rest = ids[start + self.max_in_flight:]
+            if start and self.stopping.is_set():
+                # Stopping: what is not planned yet goes back to the pool now, not when its lease expires.
+                self._release(ids[start:])
+                break
+            self._run_group(ids[start:start + self.max_in_flight], rest, report)
+        return report
+
+    def _run_group(self, ids: list[int], rest: list[int], report: BatchReport) -> None:
         with self.rt.session() as session:
-            plan = self.plan(session, ids, report)
+            plan = self.plan(session, ids, report, still_leased=rest)
         _test_pause("after_plan")
         results = self.send(plan)
         _test_pause("after_send")
         self._settle_until_recorded(plan, results, report)
-        return report
+
+    def _release(self, ids: list[int]) -> None:
+        with self.rt.session() as session:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_(ids),
+                                                        Enrollment.lease_owner == self.worker_id)
+                            .values(lease_owner=None, lease_until=None))
 
     def _settle_until_recorded(self, plan: _Plan, results: dict[int, SendResult], report: BatchReport) -> None:
         """Record what the providers answered, waiting out a database restart rather than losing it."""
@@ -244,7 +276,9 @@ class Engine:
 
     # -- 2. plan ----------------------------------------------------------------------------
 
-    def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> _Plan:
+    def plan(self, session: so.Session, ids: list[int], report: BatchReport, *,
+             still_leased: Sequence[int] = ()) -> _Plan:
+        """Decide and write one group; `still_leased` (the rest of its batch) keeps this worker's lease."""
         now = self.rt.now()
         self._lock_throttled_rows(session, ids)
         query = (
@@ -368,9 +402,14 @@ class Engine:
         writes.save(session, now, self.rt.plugins)
         report.exited += len(writes.exits)
         # Keep the lease until settle(): a crash from here on leaves a `sending` touch to review.
-        if sending:
-            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([e.id for e, *_ in sending])).values(
+        # The rest of the batch keeps it too (unless it expired and another worker took it), so a
+        # slow batch is not claimed twice, yet it has no touch that a crash could make `unknown`.
+        if sending or still_leased:
+            renew = sa.or_(Enrollment.id.in_([e.id for e, *_ in sending]),
+                           sa.and_(Enrollment.id.in_(still_leased), Enrollment.lease_owner == self.worker_id))
+            session.execute(sa.update(Enrollment).where(renew).values(
                 lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+        if sending:
             session.execute(sa.insert(TouchAttempt), [
                 {"touch_id": t.id, "number": n, "started_at": now} for _, t, n, _ in sending])
         plan = _Plan()
@@ -450,6 +489,13 @@ class Engine:
         except TemplateProblem as exc:
             # A rep can still call: show the script's problem instead of blocking the call.
             instructions = f"(The call script could not be prepared: {exc.reason})"
+        if step.channel == "email":
+            # The rep sends this draft by hand: it must carry what an automatic email carries.
+            try:
+                instructions = add_text_footer(instructions, self.rt.settings.sending.postal_address,
+                                               context["unsubscribe_url"])
+            except ValueError as exc:
+                instructions = f"{instructions.rstrip()}\n\n(Do not send this yet: {exc}.)\n"
         lead = e.lead
         verb = {"voice": "Call", "email": "Email", "sms": "Text"}.get(step.channel, "Task for")
         who = lead.full_name or lead.email or lead.phone or f"lead {lead.id}"
@@ -514,6 +560,7 @@ class Engine:
         enrollments = {e.id: e for e in session.scalars(query).unique()}
         attempts = {(a.touch_id, a.number): a for a in session.scalars(
             sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches))))}
+        held = _blamed_mailboxes(items, touches, results)
         sent_events: list[SentTouch] = []
         for item in items:
             touch, e = touches[item.touch_id], enrollments[item.enrollment_id]
@@ -542,6 +589,18 @@ class Engine:
                 touch.status = "failed"
                 self._recipient_problem(session, e, touch, result.recipient_problem, now)
                 report.exited += 1
+            elif touch.mailbox_id in held and (result.sender_problem or result.retryable):
+                # Surely not sent, and the mailbox is the reason (or was refused in the same group):
+                # the lead is not blamed and the attempt is not counted against the touch.
+                session.delete(attempt)
+                touch.error = f"not sent, mailbox held: {result.sender_problem or result.error}"
+                if live:
+                    touch.status = "pending"
+                    e.state, e.paused_reason = "paused", "mailbox_held"
+                    report.paused += 1
+                else:
+                    touch.status, touch.error = "failed", f"not retried, the enrollment ended: {touch.error}"
+                    report.failed += 1
             elif result.retryable and not live:
                 touch.status, touch.error = "failed", f"not retried, the enrollment ended: {result.error}"
                 report.failed += 1
@@ -569,6 +628,10 @@ class Engine:
                 if live:
                     e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
                 report.failed += 1
+        if held:
+            for mailbox in session.scalars(sa.select(Mailbox).where(Mailbox.id.in_(list(held)))):
+                hold_for_sender_problem(session, mailbox, f"the provider refused to send from it: "
+                                                          f"{held[mailbox.id]}", now)
         session.flush()
         for event in sent_events:
             self.rt.plugins.hook.touch_sent(touch=event)
@@ -615,6 +678,17 @@ def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None
     except NoOpening:
         # The engine pauses it as no_sending_window when it comes due.
         e.next_due_at = calendar.add_wait(executed_at, wait)
+
+
+def _blamed_mailboxes(items: list[_Planned], touches: dict[int, Touch],
+                      results: dict[int, SendResult]) -> dict[int, str]:
+    """Return mailbox id -> the provider's words, for each mailbox a refusal blamed (`sender_problem`)."""
+    held: dict[int, str] = {}
+    for item in items:
+        result, mailbox_id = results.get(item.touch_id), touches[item.touch_id].mailbox_id
+        if result is not None and result.sender_problem and not result.accepted and mailbox_id is not None:
+            held.setdefault(mailbox_id, result.sender_problem)
+    return held
 
 
 def _test_pause(point: str) -> None:

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from sequencer.plugins import Plugins
     from sequencer.runtime import Runtime
 
+NO_POSTAL_ADDRESS = ("no postal address configured: set [sending] postal_address in config.toml "
+                     "(CAN-SPAM requires one in every commercial email)")
+
 LEAD_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "company", "domain", "title",
                "country", "timezone")
 
@@ -87,6 +90,19 @@ def render_step(renderer: Renderer, step: Step, variant: dict[str, Any] | None, 
         return rendered
     text = renderer.render_text(template=template, body=body, context=context) if (template or body) else ""
     return RenderedMessage(subject=subject, text=text, html=None)
+
+
+def add_text_footer(text: str, postal_address: str | None, unsubscribe_url: str | None) -> str:
+    """Return a plain-text email body ending with the postal address and, when there is one, the unsubscribe link.
+
+    Every commercial email carries both, whoever sends it (CAN-SPAM); raises ValueError when no
+    postal address is configured.
+    """
+    address = (postal_address or "").strip()
+    if not address:
+        raise ValueError(NO_POSTAL_ADDRESS)
+    lines = [address] + ([f"Unsubscribe: {unsubscribe_url}"] if unsubscribe_url else [])
+    return text.rstrip("\r\n") + "\n\n" + "\n".join(lines) + "\n"
 
 
 def context_for_enrollment(session: so.Session, enrollment: Enrollment, runtime: Runtime) -> dict[str, Any]:

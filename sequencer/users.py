@@ -7,7 +7,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from sequencer.leads import LeadDataError, email_key, parse_phone, validate_zone
-from sequencer.models import Mailbox, Role, User
+from sequencer.models import Mailbox, Role, Task, User
 
 ROLES = tuple(r.value for r in Role)
 
@@ -88,6 +88,23 @@ def hold_mailbox(session: so.Session, address: str, reason: str, now: datetime) 
         mailbox.state, mailbox.held_at = "held", now
     mailbox.held_reason = reason.strip()
     return mailbox
+
+
+def hold_for_sender_problem(session: so.Session, mailbox: Mailbox, reason: str, now: datetime) -> bool:
+    """Hold a mailbox that a provider or a bounce blamed, and give every admin a task saying why.
+
+    The fix is on our side (authentication, blocklist, rate limits), not the lead's. Returns False,
+    alerting no one again, when the mailbox is already held.
+    """
+    if mailbox.state == "held":
+        return False
+    mailbox.state, mailbox.held_at, mailbox.held_reason = "held", now, reason[:1000]
+    for admin_id in session.scalars(sa.select(User.id).where(User.role == Role.admin)):
+        session.add(Task(owner_id=admin_id, lead_id=None, kind="alert", priority=50, due_at=now, created_at=now,
+                         title=f"Mailbox {mailbox.address} is on hold"[:500],
+                         instructions=f"{reason}\n\nFix the sending setup (`sequencer doctor`), then run "
+                                      f"`sequencer mailboxes release {mailbox.address}`."))
+    return True
 
 
 def release_mailbox(session: so.Session, address: str, now: datetime) -> Mailbox:

@@ -80,7 +80,12 @@ def make_engines(runtime: Runtime, concurrency: int, batch_size: int | None = No
     if concurrency > 1 and is_sqlite(runtime.engine):
         raise WorkerRefused("--concurrency above 1 needs PostgreSQL: SQLite runs one writer at a time, so extra "
                             "threads would only queue on its lock")
-    return [Engine(runtime, batch_size=batch_size) for _ in range(concurrency)]
+    # The engines share the worker's [engine] max_in_flight, so a kill -9 costs no more review.
+    share = runtime.settings.engine.max_in_flight // concurrency
+    if share < 1:
+        raise WorkerRefused(f"--concurrency {concurrency} is above [engine] max_in_flight "
+                            f"({runtime.settings.engine.max_in_flight}): lower it, or raise max_in_flight")
+    return [Engine(runtime, batch_size=batch_size, max_in_flight=share) for _ in range(concurrency)]
 
 
 def run_worker(runtime: Runtime, *, concurrency: int = 1, batch_size: int | None = None,

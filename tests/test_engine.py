@@ -10,6 +10,7 @@ from typing import Callable
 import pytest
 import sqlalchemy as sa
 
+from sequencer.clock import iso_z
 from sequencer.engine import BatchReport, Engine
 from sequencer.mailsink import MailSink, SinkHandler
 from sequencer.messages import choose_variant
@@ -87,6 +88,20 @@ def scripted():
         yield sink
 
 
+def due_one_email(cli, tmp_path, clock, count: int) -> None:
+    """The rep, the one-email cadence, and `count` leads due now."""
+    team(cli)
+    apply(cli, tmp_path, ONE_EMAIL)
+    enroll_emails(cli, tmp_path, [f"lead{i}@corp{i % 7}.example" for i in range(count)], "one", clock.now())
+
+
+def leased_count(runtime, owner: str | None = None) -> int:
+    """Enrollments leased by `owner`, or by anyone."""
+    with runtime.session() as s:
+        held = Enrollment.lease_owner == owner if owner else Enrollment.lease_owner.is_not(None)
+        return s.scalar(sa.select(sa.func.count()).select_from(Enrollment).where(held))
+
+
 def _shape(statement: str) -> str:
     """Return a statement with its parameter lists collapsed, so batches of any size compare."""
     return re.sub(r"\((?:\s*(?:\?|%\(\w+\)s)(?:::\w+)?\s*,?)+\)", "(...)", statement)
@@ -100,29 +115,95 @@ def route_mailbox(runtime, sink: MailSink) -> None:
 # -- set-based batches -----------------------------------------------------------------------
 
 
-def test_statements_per_batch_do_not_grow_with_batch_size(cli, runtime, clock, tmp_path, smtp_sink) -> None:
-    team(cli)
-    apply(cli, tmp_path, ONE_EMAIL)
-    enroll_emails(cli, tmp_path, [f"lead{i}@corp{i % 7}.example" for i in range(210)], "one", clock.now())
+def test_statements_per_group_do_not_grow_with_batch_or_group_size(cli, runtime, clock, tmp_path, smtp_sink,
+                                                                    monkeypatch) -> None:
+    due_one_email(cli, tmp_path, clock, 410)
 
-    counts = {}
-    for size in (10, 200):
-        statements: list[str] = []
+    current: list[str] | None = None  # the statements of the group running now
+    outside: list[str] = []  # the claim, outside every group
 
-        def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-            statements.append(statement)
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        (current if current is not None else outside).append(statement)
 
+    run_group = Engine._run_group
+
+    def counted_group(engine, ids, rest, report) -> None:  # noqa: ANN001
+        nonlocal current
+        current = []
+        groups.append(current)
+        try:
+            run_group(engine, ids, rest, report)
+        finally:
+            current = None
+
+    monkeypatch.setattr(Engine, "_run_group", counted_group)
+    per_run = {}
+    for size, in_flight in ((10, 10), (200, 200), (200, 50)):
+        groups: list = []
+        outside.clear()
         sa.event.listen(runtime.engine, "before_cursor_execute", count)
         try:
-            report = Engine(runtime, batch_size=size).run_batch()
+            report = Engine(runtime, batch_size=size, max_in_flight=in_flight).run_batch()
         finally:
             sa.event.remove(runtime.engine, "before_cursor_execute", count)
         assert (report.claimed, report.sent) == (size, size)
-        counts[size] = statements
-    assert len(smtp_sink.messages()) == 210
-    small, big = Counter(map(_shape, counts[10])), Counter(map(_shape, counts[200]))
-    grew = {text[:100]: (small[text], n) for text, n in big.items() if n != small[text]}
-    assert len(counts[10]) == len(counts[200]), f"statements run more often in the bigger batch: {grew}"
+        assert len(groups) == size // in_flight
+        per_run[(size, in_flight)] = (list(outside), groups)
+    assert len(smtp_sink.messages()) == 410
+    claims = {run: len(outside) for run, (outside, _) in per_run.items()}
+    assert len(set(claims.values())) == 1, f"claiming costs more statements in a bigger batch: {claims}"
+    baseline = Counter(map(_shape, per_run[(10, 10)][1][0]))
+    for run, (_, groups) in per_run.items():
+        for group in groups:
+            shapes = Counter(map(_shape, group))
+            grew = {text[:100]: (baseline[text], n) for text, n in shapes.items() if n != baseline[text]}
+            assert len(group) == sum(baseline.values()), f"{run}: a group runs more statements: {grew}"
+
+
+def test_a_batch_never_has_more_than_max_in_flight_touches_sending(cli, runtime, clock, tmp_path, smtp_sink,
+                                                                   monkeypatch) -> None:
+    """Only the group in hand is `sending`; the rest of the batch is leased, with no touch a crash could strand."""
+    due_one_email(cli, tmp_path, clock, 95)
+    engine = Engine(runtime, batch_size=95, max_in_flight=20)
+    seen: list[tuple[int, int, int, int]] = []  # per send: handed over, sending, leased by us, other touches
+    channel = runtime.plugins.channel("email")
+    send_batch = channel.send_batch
+
+    def watched(outbound):  # noqa: ANN001
+        with runtime.session() as s:
+            statuses = Counter(dict(s.execute(sa.select(Touch.status, sa.func.count()).group_by(Touch.status)).all()))
+        seen.append((len(outbound), statuses["sending"], leased_count(runtime, engine.worker_id), statuses["sent"]))
+        return send_batch(outbound)
+
+    monkeypatch.setattr(channel, "send_batch", watched)
+    report = engine.run_batch()
+    assert (report.claimed, report.sent) == (95, 95)
+    # Each send: its own 20 (15 at the end) sending, the groups before it settled, the ones after still leased.
+    assert seen == [(20, 20, 95 - 20 * n, 20 * n) for n in range(4)] + [(15, 15, 15, 80)]
+    assert leased_count(runtime) == 0
+    assert len(smtp_sink.messages()) == 95
+
+
+def test_stopping_between_groups_gives_the_rest_of_the_batch_back(cli, runtime, clock, tmp_path, smtp_sink,
+                                                                  monkeypatch) -> None:
+    due_one_email(cli, tmp_path, clock, 30)
+    engine = Engine(runtime, batch_size=30, max_in_flight=10)
+    channel = runtime.plugins.channel("email")
+    send_batch = channel.send_batch
+
+    def stop_after_this(outbound):  # noqa: ANN001 - SIGTERM arrives while the first group is out
+        engine.stopping.set()
+        return send_batch(outbound)
+
+    monkeypatch.setattr(channel, "send_batch", stop_after_this)
+    report = engine.run_batch()
+    assert (report.claimed, report.sent) == (30, 10)
+    with runtime.session() as s:
+        states = Counter(dict(s.execute(sa.select(Enrollment.state, sa.func.count()).group_by(Enrollment.state)).all()))
+        assert s.scalar(sa.select(sa.func.count()).select_from(Touch)) == 10
+    assert states == {"finished": 10, "active": 20} and leased_count(runtime) == 0
+    monkeypatch.setattr(channel, "send_batch", send_batch)
+    assert Engine(runtime).run_batch().sent == 20  # claimable at once, not after the lease
 
 
 # -- throttles and windows -------------------------------------------------------------------
@@ -322,10 +403,11 @@ GMAIL_RATE_LIMITED = ("451 4.7.28 Our system has detected an unusual rate of uns
 @pytest.mark.parametrize("stage, reply, outcome", [
     ("data", GMAIL_ACCEPTED, ("sent", "finished")),
     ("rcpt", GMAIL_NO_SUCH_USER, ("failed", "bounced")),
-    ("rcpt", GMAIL_RATE_LIMITED, ("failed", "failed")),
-], ids=["accepted", "user-unknown", "gave-up"])
+    # Our sending rate is the problem, not the lead: the mailbox is held and no attempt is used up.
+    ("rcpt", GMAIL_RATE_LIMITED, ("pending", "paused")),
+], ids=["accepted", "user-unknown", "our-rate-limited"])
 def test_long_server_replies_are_recorded(cli, runtime, clock, tmp_path, scripted, stage, reply, outcome) -> None:
-    runtime.settings.engine.max_attempts = 1  # give up at once on a temporary refusal
+    runtime.settings.engine.max_attempts = 1  # a temporary refusal that blames the lead's side fails at once
     team(cli)
     route_mailbox(runtime, scripted)
     getattr(scripted.handler, stage).append(reply)
@@ -398,6 +480,160 @@ def test_reply_during_the_send_is_not_undone_by_settle(cli, runtime, clock, tmp_
     clock.set(start + timedelta(days=2))
     Engine(runtime).run_until_idle()
     assert recipients(scripted) == ["ann@corp.example"]
+
+
+def test_engines_of_one_worker_share_its_max_in_flight(runtime) -> None:
+    from sequencer.db import is_sqlite
+    from sequencer.worker import WorkerRefused, make_engines
+
+    if is_sqlite(runtime.engine):
+        pytest.skip("--concurrency needs PostgreSQL")
+    assert [e.max_in_flight for e in make_engines(runtime, 3)] == [16, 16, 16]
+    with pytest.raises(WorkerRefused, match=r"--concurrency 51 is above \[engine\] max_in_flight \(50\)"):
+        make_engines(runtime, 51)
+
+
+# -- refusals that blame our side ---------------------------------------------------------------
+
+BLOCKLISTED = "550 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
+
+
+def admins(cli) -> None:
+    for name in ("ada", "alan"):
+        cli("users", "add", f"{name}@acme.example", "--role", "admin", "--name", name.title())
+
+
+def alerts(runtime) -> list[Task]:
+    with runtime.session() as s:
+        return list(s.scalars(sa.select(Task).where(Task.kind == "alert").order_by(Task.id)))
+
+
+def test_refusal_of_our_sender_holds_the_mailbox_not_the_lead(cli, runtime, clock, tmp_path, scripted) -> None:
+    """550 5.7.1 "blocked using zen.spamhaus.org" at RCPT: the mailbox is held, admins told, the leads wait."""
+    team(cli)
+    admins(cli)
+    route_mailbox(runtime, scripted)
+    scripted.handler.rcpt += [BLOCKLISTED, BLOCKLISTED]  # the server refuses our IP for every recipient
+    apply(cli, tmp_path, ONE_EMAIL)
+    leads = ["ann@corp.example", "bob@corp.example", "cat@corp.example", "dan@corp.example"]
+    enroll_emails(cli, tmp_path, leads, "one", clock.now())
+
+    report = Engine(runtime, batch_size=4, max_in_flight=2).run_batch()
+    assert (report.claimed, report.sent, report.paused, report.failed) == (4, 0, 4, 0)
+    assert scripted.received == [] and scripted.handler.rcpt == []
+    with runtime.session() as s:
+        mailbox = s.scalars(sa.select(Mailbox)).one()
+        assert mailbox.state == "held" and "zen.spamhaus.org" in mailbox.held_reason
+        assert s.scalars(sa.select(Suppression)).all() == []
+        assert not any(lead.email_invalid or lead.opted_out_at for lead in s.scalars(sa.select(Lead)))
+    for email in leads:
+        e = enrollment_of(runtime, email)
+        assert (e.state, e.paused_reason) == ("paused", "mailbox_held"), email
+    # The first group went to the server and came back refused: pending again, no attempt counted.
+    refused = {t.lead_id: t for t in touches(runtime)}
+    assert [t.status for t in refused.values()] == ["pending", "pending"]
+    assert all("blocked using zen.spamhaus.org" in t.error for t in refused.values())
+    assert attempts(runtime) == []
+    # The second group was never handed to the channel: its mailbox was held by then.
+    assert touches(runtime, "cat@corp.example") == touches(runtime, "dan@corp.example") == []
+    # One alert per admin, not one per refused touch.
+    assert sorted(task.owner_id for task in alerts(runtime)) == [2, 3]
+    assert all("zen.spamhaus.org" in task.instructions and f"mailboxes release {REP}" in task.instructions
+               for task in alerts(runtime))
+
+    assert "4 enrollment(s) resumed" in cli("mailboxes", "release", REP, now=iso_z(clock.now())).output
+    assert Engine(runtime).run_until_idle().sent == 4
+    assert sorted(recipients(scripted)) == leads
+    assert [(a.touch_id, a.number) for a in attempts(runtime)] == [(t.id, 1) for t in touches(runtime)]
+    assert {enrollment_of(runtime, email).state for email in leads} == {"finished"}
+    assert len(alerts(runtime)) == 2
+
+
+def test_group_touches_of_a_held_mailbox_wait_with_it(cli, runtime, clock, tmp_path, smtp_sink, monkeypatch) -> None:
+    """In the group the refusal came in, a touch of the same mailbox that surely did not go out waits too."""
+    from sequencer.channels import SendResult
+
+    team(cli)
+    cli("users", "add", "other@acme.example", "--role", "rep")
+    cli("mailboxes", "add", "other@acme.example", "--owner", "other@acme.example", "--daily-cap", "100")
+    apply(cli, tmp_path, ONE_EMAIL)
+    enroll_emails(cli, tmp_path, ["ann@corp.example", "bob@corp.example", "cat@corp.example"], "one", clock.now())
+    enroll_csv(cli, tmp_path, ["eve@corp.example,Eve,other@acme.example"], "one", clock.now())
+    channel = runtime.plugins.channel("email")
+
+    def answers(outbound):  # noqa: ANN001 - the channel stopped its session after our sender was refused
+        by_lead = {t.to_email: t.touch_id for t in outbound}
+        return [SendResult(by_lead["ann@corp.example"], accepted=False, retryable=True, sender_problem="421 4.7.0 "
+                           "Too many connections from your IP", error="421 4.7.0 Too many connections"),
+                SendResult(by_lead["bob@corp.example"], accepted=False, retryable=True, error="session closed"),
+                SendResult(by_lead["cat@corp.example"], accepted=True, provider_status="250 OK"),
+                SendResult(by_lead["eve@corp.example"], accepted=False, retryable=True, error="session closed")]
+
+    monkeypatch.setattr(channel, "send_batch", answers)
+    report = Engine(runtime).run_batch()
+    assert (report.sent, report.paused, report.retried) == (1, 2, 1)
+    status = {email: (touches(runtime, email)[0].status, enrollment_of(runtime, email).state)
+              for email in ("ann@corp.example", "bob@corp.example", "cat@corp.example", "eve@corp.example")}
+    assert status == {"ann@corp.example": ("pending", "paused"), "bob@corp.example": ("pending", "paused"),
+                      "cat@corp.example": ("sent", "finished"),  # the server took it: it is sent
+                      "eve@corp.example": ("pending", "active")}  # another mailbox: an ordinary retry
+    assert [a.number for a in attempts(runtime)] == [1, 1]  # cat's and eve's; ann's and bob's did not count
+    with runtime.session() as s:
+        assert dict(s.execute(sa.select(Mailbox.address, Mailbox.state)).all()) == {
+            REP: "held", "other@acme.example": "active"}
+
+
+# -- manual steps ---------------------------------------------------------------------------------
+
+MANUAL_EMAIL = """
+[[steps]]
+key = "personal"
+channel = "email"
+action = "manual"
+subject = "A personal note"
+body = "Hi {{ lead.first_name }}, I wrote this one myself."
+"""
+AUTO_THEN_MANUAL = ONE_EMAIL.replace('name = "one"', 'name = "mixed"') + MANUAL_EMAIL
+
+
+def test_manual_email_draft_carries_the_postal_address_and_unsubscribe_link(cli, runtime, clock, tmp_path,
+                                                                             smtp_sink) -> None:
+    from sequencer.optouts import read_unsubscribe_token
+
+    team(cli)
+    apply(cli, tmp_path, AUTO_THEN_MANUAL)
+    enroll_emails(cli, tmp_path, ["ann@corp.example"], "mixed", clock.now())
+    Engine(runtime).run_until_idle()
+    clock.set(clock.now() + timedelta(minutes=1))
+    Engine(runtime).run_until_idle()
+
+    automatic = smtp_sink.messages()[0].get_body(("plain",)).get_content()
+    with runtime.session() as s:
+        [task] = s.scalars(sa.select(Task).where(Task.kind == "email")).all()
+        lead_id = s.scalar(sa.select(Lead.id).where(Lead.email == "ann@corp.example"))
+    draft = task.instructions.splitlines()
+    postal, unsubscribe = runtime.settings.sending.postal_address, draft[-1]
+    assert draft == ["Hi Ann, I wrote this one myself.", "", postal, unsubscribe]
+    # The same two lines, in the same words, as the automatic email of the step before.
+    assert automatic.rstrip().splitlines()[-2:] == [postal, unsubscribe]
+    assert unsubscribe.startswith("Unsubscribe: https://sequencer.test/u/")
+    token = unsubscribe.rpartition("/u/")[2]
+    assert read_unsubscribe_token(runtime.settings.web.secret_key, token) == lead_id
+
+
+def test_manual_email_draft_without_a_postal_address_says_not_to_send_it(cli, runtime, clock, tmp_path,
+                                                                          smtp_sink) -> None:
+    runtime.settings.sending.postal_address = None
+    team(cli)
+    apply(cli, tmp_path, 'name = "manual"\n' + ALWAYS_OPEN + MANUAL_EMAIL)
+    enroll_emails(cli, tmp_path, ["ann@corp.example"], "manual", clock.now())
+    Engine(runtime).run_until_idle()
+    with runtime.session() as s:
+        [task] = s.scalars(sa.select(Task)).all()
+    assert task.kind == "email"
+    assert task.instructions == ("Hi Ann, I wrote this one myself.\n\n(Do not send this yet: no postal address "
+                                 "configured: set [sending] postal_address in config.toml (CAN-SPAM requires one "
+                                 "in every commercial email).)\n")
 
 
 # -- crash recovery and leases ---------------------------------------------------------------
