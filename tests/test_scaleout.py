@@ -191,6 +191,41 @@ def test_kill_9_at_random_moments_never_sends_twice_and_loses_nothing(pg_url, db
         print(f"kills: {killed}; {len(unknown)} unknown, of which {went_out} had gone out")
 
 
+def test_kill_9_mid_send_of_a_500_touch_batch_leaves_at_most_max_in_flight_unknown(pg_url, db, tmp_path) -> None:
+    """A batch goes out max_in_flight (50) at a time: a kill strands one group, not the batch."""
+    leads, in_flight = 500, 50
+    with MailSink(handler=SlowHandler(delay=0.01)) as sink:
+        config = write_scale_config(tmp_path / "config.toml", db_url=pg_url, smtp_port=sink.port, lease_seconds=2,
+                                    batch_size=leads)
+        setup_world(Cli(config), tmp_path, [f"k{i:03d}@k{i % 11}.example" for i in range(leads)],
+                    cadence=one_step_cadence())
+        with fleet(config, tmp_path / "logs") as workers:
+            proc = workers.start("worker", "--once", "--batch-size", str(leads))
+            wait_for(lambda: len(sink.received) >= 120 or not proc.alive(), 120, what="the third group")
+            assert proc.alive(), proc.output()[-3000:]
+            proc.kill9()
+        at_kill = len(sink.received)
+        sending = db.scalar("SELECT count(*) FROM touches WHERE status = 'sending'")
+        settled = db.scalar("SELECT count(*) FROM touches WHERE status = 'sent'")
+        leased = db.scalar("SELECT count(*) FROM enrollments WHERE lease_owner IS NOT NULL")
+        # One group out, the groups before it recorded, the rest of the batch leased without a touch.
+        assert 0 < sending <= in_flight and settled % in_flight == 0
+        assert leased == leads - settled and db.scalar("SELECT count(*) FROM touches") == settled + sending
+
+        time.sleep(2.5)  # the leases expire; a clean worker reviews the group and sends the rest
+        run(config, "worker", "--once")
+        ids = sink_message_ids(sink)
+        by_status = assert_at_most_once(db, ids)
+        no_claims_left(db)
+        unknown = by_status.get("unknown", [])
+        assert len(unknown) == sending
+        assert len(by_status["sent"]) + len(unknown) == leads
+        assert db.enrollment_states() == {"finished": leads - len(unknown), "needs_review": len(unknown)}
+        went_out = sum(1 for t in unknown if ids[t.message_id])
+        print(f"killed after {at_kill} messages: {len(unknown)} unknown (of which {went_out} had gone out), "
+              f"{leads - settled - sending} reclaimed and sent")
+
+
 # -- 3. PostgreSQL restarts while two workers drain -------------------------------------------------
 
 RESTART_LEADS = 3000
