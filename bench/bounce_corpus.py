@@ -6,8 +6,10 @@ The corpus (../shared/data/bounces, see its README) is split by a hash of each f
 the halves never change as code changes: "dev" is the half rules may be studied and tuned on,
 "holdout" the half that says how the reading holds on mail nobody here looked at. For each
 half it prints the messages, how often the suppress decision and the kind agree with
-expected.json, how many machine notices were read as a human reply (every message in the
-corpus was written by a machine, so that must be 0), and a per-cause confusion matrix.
+expected.json, how many machine notices (a bounce, complaint, auto-reply or delivery report in
+expected.json) were read as a human reply, which must be 0, how many of its `not_bounce`
+messages (sisimai's "is-not-bounce" set: ordinary mail) were read as a reply, and a per-cause
+confusion matrix.
 `tests/test_mailreading.py` imports `corpus_half` and `measure` from here, so the test
 thresholds and these figures come from one definition.
 """
@@ -73,7 +75,8 @@ class Figures:
     messages: int = 0
     suppress_agree: int = 0
     kind_agree: int = 0
-    read_as_reply: int = 0
+    read_as_reply: int = 0  # machine notices read as a person's reply
+    not_bounce_as_reply: int = 0  # expected.json's not_bounce read as a reply (a kind disagreement)
     matrix: Counter = field(default_factory=Counter)  # (expected cause, our cause) -> messages
     misread: list[str] = field(default_factory=list)  # files whose kind or suppress decision differs
 
@@ -89,6 +92,7 @@ class Figures:
         return {
             "half": self.half, "messages": self.messages, "suppress_pct": round(self.suppress_pct, 1),
             "kind_pct": round(self.kind_pct, 1), "read_as_reply": self.read_as_reply,
+            "not_bounce_as_reply": self.not_bounce_as_reply,
             "matrix": {f"{e} -> {o}": n for (e, o), n in sorted(self.matrix.items())},
         }
 
@@ -110,7 +114,11 @@ def measure(half: str, corpus: Path = CORPUS) -> Figures:
         kind_ok = expected_kind(reading.kind) == expected["kind"]
         figures.suppress_agree += suppress_ok
         figures.kind_agree += kind_ok
-        figures.read_as_reply += reading.kind == "reply"
+        if reading.kind == "reply":
+            if expected["kind"] == "not_bounce":
+                figures.not_bounce_as_reply += 1
+            else:
+                figures.read_as_reply += 1
         figures.matrix[primary_cause(expected["categories"]), primary_cause(categories(reading))] += 1
         if not (suppress_ok and kind_ok):
             figures.misread.append(name)
@@ -123,6 +131,7 @@ def print_figures(figures: Figures) -> None:
     print(f"suppress decision agrees: {figures.suppress_agree}/{figures.messages} ({figures.suppress_pct:.1f} %)")
     print(f"kind agrees:              {figures.kind_agree}/{figures.messages} ({figures.kind_pct:.1f} %)")
     print(f"notifications read as a reply: {figures.read_as_reply}")
+    print(f"not_bounce read as a reply:    {figures.not_bounce_as_reply}")
     causes = sorted({c for pair in figures.matrix for c in pair})
     width = max(len(c) for c in causes) + 2
     print("expected \\ ours".ljust(width) + "".join(c[:12].rjust(13) for c in causes))

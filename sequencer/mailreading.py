@@ -60,6 +60,8 @@ class MailReading:
     reply_text: str
     opt_out: bool
     sentiment: str
+    # Why a message is kind "notification" (a mail system's notice naming no failed recipient).
+    notification_reason: str = ""
 
 
 # --------------------------------------------------------------------------
@@ -278,37 +280,74 @@ _ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNI
 # --------------------------------------------------------------------------
 # Recognising what a message is.
 # --------------------------------------------------------------------------
+# Who sends notices: the null-sender and role names of RFC 5321 §4.5.5 / RFC 2142 (MAILER-DAEMON,
+# postmaster), the display names MTAs put on them (Postfix "Mail Delivery System", Exim "Mail
+# Delivery System", Exchange "Microsoft Outlook" / "System Administrator", Sendmail "Mail
+# Delivery Subsystem") and mailing-list robots (RFC 2369 -request / -owner, Mailman -bounces).
 _DAEMON_FROM_RE = re.compile(
-    r"mailer-?daemon|postmaster|mail delivery|mail administrator|mail system|"
-    r"delivery (status|subsystem|notification)|mailerdaemon|bounce|returned mail|nobody@|"
-    r"internet mail|antispam|mdaemon|majordomo|\bfml\b|errors?-to|notification|"
-    r"-admin@|-owner@|owner-|-request@|ndr administrator",
+    r"mailer[-_ ]?daemon|post[-_ ]?master|mail ?delivery (system|subsystem|service)|mail administrator|"
+    r"system administrator|mail system|delivery (status|subsystem|notification)|mail delivery|"
+    r"returned mail|nobody@|internet mail|mdaemon|majordomo|listserv|\bfml\b|errors?-to|"
+    r"-admin@|-owner@|owner-|-request@|-bounces?@|bounces?@|ndr administrator|"
+    r"\bno-?reply@|do-?not-?reply@",
     re.I,
 )
+# A subject that starts with one of these is a person answering the subject we wrote (RFC 5322
+# §3.6.5 "Re:" and the localised forms clients write), so its words are ours, not a verdict.
+_REPLY_PREFIX_RE = re.compile(
+    r"\s*(\[[^\]]{0,40}\]\s*)?(re|aw|sv|vs|antw|antwort|odp|ref|rif|r|res|resp|ynt|ответ|отв|回复|答复|回覆)\s*(\[\d+\]|\(\d+\))?\s*[:：]",
+    re.I,
+)
+_FORWARD_PREFIX_RE = re.compile(r"\s*(fwd?|fw|tr|wg|rv|enc|doorst|pd|пересл|переслано)\s*:\s*", re.I)
+# Delivery-failure subjects as MTAs write them, in the languages their localised notices use
+# (Exchange / Office 365 translate "Undeliverable" and "Delivery Status Notification (Failure)").
 _BOUNCE_SUBJECT_RE = re.compile(
+    # English: Postfix, Exim, Sendmail, qmail, Exchange, Gmail, Yahoo, Domino, OpenSMTPD.
     r"undeliver|undelivered|returned mail|mail delivery (failed|failure|system)|delivery (status )?notification|"
     r"delivery (has )?fail|failure notice|delivery failure|non[- ]?delivery|mail system error|"
     r"returned to sender|could not (be )?deliver|delivery problem|warning: could not|"
-    r"message (not delivered|delayed|rejected)|rejected:|nicht zustellbar|"
-    r"недоставлен|не доставлен|delivery report|delivery (error|incomplete)|mail failure|bounce|"
-    r"unzustellbar|error sending|sending failed|failed delivery|unable to deliver|\bdelayed\b|"
-    r"mail failed|returning to sender|server: errors from|are not member|"
-    r"メールエラー|エラー通知|配信エラー|送信エラー|不達",
+    r"message (not delivered|delayed|rejected|undeliverable)|delivery report|delivery (error|incomplete|delayed)|"
+    r"mail failure|bounced? (mail|message|notification)|error sending|sending failed|failed delivery|unable to deliver|"
+    r"\bdelayed (mail|message|delivery)\b|mail failed|returning to sender|mail loop|loop detected|"
+    # Russian (mail.ru, Yandex, Exchange ru), German, French, Spanish, Italian, Portuguese, Dutch, Polish.
+    r"недоставлен|не доставлен|ошибка доставки|не удалось доставить|возвращ[её]нное (письмо|сообщение)|"
+    r"уведомление о (статусе )?доставк|"
+    r"unzustellbar|nicht zustellbar|zustellung fehlgeschlagen|übermittlungsstatus|"
+    r"non remis|non distribuable|échec de (la )?(remise|distribution)|notification d'état de (la )?remise|"
+    r"message non (remis|délivré|distribué)|"
+    r"no se (puede|pudo) entregar|no entregad[oa]|error de entrega|notificación de estado de (la )?entrega|"
+    r"non recapitabile|mancato recapito|non recapitat[oa]|impossibile recapitare|stato della consegna|"
+    r"não (é possível|foi possível) entregar|não entregue|falha (na|de) entrega|notificação de status de entrega|"
+    r"onbestelbaar|niet bezorgd|kan niet worden bezorgd|bezorgingsstatus|"
+    r"niedostarcz|nie można dostarczyć|stanie dostarczenia|"
+    # Japanese and Chinese carriers and providers.
+    r"メールエラー|エラー通知|配信エラー|配送エラー|送信エラー|不達|配信失敗|送信失敗|"
+    r"退信|投递失败|投遞失敗|未送达|无法投递|無法傳遞|递送状态通知|傳遞狀態通知",
     re.I,
 )
+# Failure wording in the text of a notice (what MTAs write above the returned message).
 _BOUNCE_BODY_RE = re.compile(
     r"(could not|couldn'?t|was not|cannot|unable to|failed to) (be )?deliver|permanent(ly)? (error|fatal)|"
     r"delivery (to the following recipients? )?(has )?failed|undeliverable|returned to sender|"
     r"following address(es)? (had|failed)|message could not be sent|mail system at host|"
     r"not delivered|delivery (status|failure)|no valid recipients|failed addresses|transcript of session|"
-    r"not a member of|could not be delivered",
+    r"not a member of|could not be delivered|has been delayed|"
+    r"не (может быть|удалось|было) доставлен|не доставлено|nicht zugestellt|konnte nicht zugestellt|"
+    r"n'a pas pu être (remis|distribué)|no (se )?pudo (ser )?entregad|non è stato possibile recapitare|"
+    r"não foi possível entregar|kon niet worden bezorgd|nie (może|mogła) zostać dostarczon|"
+    r"配信できませんでした|届きませんでした|无法投递|无法送达|退回",
     re.I,
 )
 _COMPLAINT_SUBJECT_RE = re.compile(r"complaint about message|abuse report|spam report|feedback report", re.I)
+# Subjects autoresponders write in front of (or instead of) ours: Outlook/Exchange "Automatic
+# reply:", Gmail/most "Out of Office:", sisimai's RFC 3834 list, and the localised forms.
 _AUTO_SUBJECT_RE = re.compile(
-    r"out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response|answer)|autoreply|"
-    r"\bvacation\b|\baway\b|on leave|\bOOO\b|abwesend|abwesenheit|"
-    r"автоматический ответ|автоответ|нет на месте|в отпуске|отсутству|вне офиса",
+    r"\s*\[?(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response|answer)|autoreply|auto:|"
+    r"vacation (reply|response|message|notice|autoreply)?|away (from (the )?office|until|till)|on vacation|on leave|\bOOO\b|"
+    r"abwesen(d|heit)|automatische antwort|réponse automatique|absence|respuesta automática|fuera de la oficina|"
+    r"risposta automatica|fuori sede|resposta automática|automatisch antwoord|niet aanwezig|"
+    r"odpowiedź automatyczna|автоматический ответ|автоответ|нет на месте|в отпуске|отсутству|вне офиса|"
+    r"自動応答|自动回复|自動回覆)",
     re.I,
 )
 # Only wordings a person would not put in a real reply, so a human "I'll be back Monday" stays a reply.
@@ -316,7 +355,13 @@ _AUTO_BODY_RE = re.compile(
     r"i am (currently )?out of (the )?office|i'?m (currently )?out of (the )?office|"
     r"away from (the|my) (office|desk)|out of (the )?office (until|till|through)|"
     r"limited access to (my )?e-?mail|i am (currently )?on (vacation|holiday|annual leave)|"
+    r"this is an automatic (reply|response|message)|"
     r"нахожусь в отпуске|я в отпуске|в командировке|нет на месте|отсутствую|автоматический ответ|не в офисе",
+    re.I,
+)
+# A one-word answer that asks to stop (COMPLIANCE rule 10's keywords, English and Russian).
+_OPT_OUT_WORD_RE = re.compile(
+    r"\s*(stop|stopall|unsubscribe|cancel|end|quit|revoke|opt-?out|remove|стоп|отписаться|отписка|отпишите)\s*[.!]*\s*",
     re.I,
 )
 
@@ -324,6 +369,10 @@ _AUTO_BODY_RE = re.compile(
 # --------------------------------------------------------------------------
 # Decoding.
 # --------------------------------------------------------------------------
+# How much decoded text of one part is read.  Every notice, report and reply puts what it says in
+# the first few kilobytes; a cap keeps a 20 MB attachment or a runaway body from costing seconds.
+_SCAN_LIMIT = 256 * 1024
+
 _CHARSET_ALIASES = {"ks_c_5601-1987": "cp949", "x-unknown": "utf-8", "unknown-8bit": "utf-8", "_autodetect_all": "utf-8"}
 
 
@@ -368,9 +417,9 @@ def _part_text(part: email.message.Message) -> str:
     except Exception:
         data = None
     if isinstance(data, bytes):
-        return _decode_bytes(data, part.get_content_charset())
+        return _decode_bytes(data[:_SCAN_LIMIT], part.get_content_charset())
     payload = part.get_payload()
-    return payload if isinstance(payload, str) else ""
+    return payload[:_SCAN_LIMIT] if isinstance(payload, str) else ""
 
 
 class _HTMLText(HTMLParser):
@@ -476,6 +525,9 @@ def _collect(part: email.message.Message, acc: _Parts) -> None:
     elif part.is_multipart() and isinstance(payload, list):
         for sub in payload:
             _collect(sub, acc)
+    elif part.get_content_maintype() == "multipart":
+        # Declared multipart but no boundary ever appears: the body is one block of text.
+        acc.plain.append(_part_text(part))
     elif ctype in _HEADERS_TYPES:
         acc.returned_headers.append(_part_text(part))
     elif ctype == "text/html":
@@ -861,18 +913,25 @@ def _is_complaint(msg: email.message.Message, parts: _Parts, subject: str) -> bo
 # --------------------------------------------------------------------------
 # Auto-replies (RFC 3834 and common practice) and their return dates.
 # --------------------------------------------------------------------------
-def _is_auto_reply(msg: email.message.Message, subject: str, body: str) -> bool:
-    """Tell whether a message was sent by a machine on a person's behalf."""
+def _auto_reply_headers(msg: email.message.Message) -> bool:
+    """Tell whether the headers say a machine answered on a person's behalf (RFC 3834 and common practice)."""
     auto = _header(msg, "Auto-Submitted").lower()
-    if auto and auto != "no":
+    if auto and not auto.startswith("no"):
         return True
-    if any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Response-Suppress")):
+    # X-Auto-Response-Suppress is not here: it asks *others* not to answer, and Outlook puts it on
+    # ordinary mail a person writes.
+    if any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond")):
         return True
     if _header(msg, "Precedence").lower() in ("auto_reply", "bulk", "junk"):
         return True
-    if _header(msg, "X-Apple-Action").upper() == "VACATION":
+    return _header(msg, "X-Apple-Action").lower() == "vacation"
+
+
+def _auto_reply_wording(subject: str, new_text: str) -> bool:
+    """Tell an autoresponder by its subject (unless it is a person's "Re:") or the new text it wrote."""
+    if not _REPLY_PREFIX_RE.match(subject) and _AUTO_SUBJECT_RE.match(subject):
         return True
-    return bool(_AUTO_SUBJECT_RE.search(subject) or _AUTO_BODY_RE.search(body[:2000]))
+    return bool(_AUTO_BODY_RE.search(new_text[:2000]))
 
 
 # Phrases that introduce the day someone is back; the date follows them.
@@ -1039,6 +1098,7 @@ def _empty(kind: str, **fields: object) -> MailReading:
     values: dict = {
         "kind": kind, "addresses": (), "suppress": False, "sender": "", "subject": "", "message_id": "",
         "references": (), "return_date": None, "reply_text": "", "opt_out": False, "sentiment": "",
+        "notification_reason": "",
     }
     values.update(fields)
     return MailReading(**values)
@@ -1066,21 +1126,69 @@ def _read(raw: bytes, today: datetime.date) -> MailReading:
         return _report("complaint", readings, own_refs + _returned_refs(parts, ""), base)
     explanation, returned_text = _split_returned(_unquote_forward(text, subject))
     failures = _dsn_failures(parts, text)
-    if failures or _looks_like_bounce(msg, subject, sender, explanation, bool(parts.returned)):
+    notice = _notice_signal(msg, subject, parts)
+    null_path = _null_reverse_path(msg)
+    # A subject starting with "Re:" is our own words coming back, never a verdict on delivery.
+    verdict_subject = "" if _REPLY_PREFIX_RE.match(subject) else subject
+    failure_said = bool(_BOUNCE_SUBJECT_RE.search(verdict_subject) or _BOUNCE_BODY_RE.search(explanation))
+    if failures or ((notice or null_path or parts.returned) and failure_said):
         readings = _bounce_readings(msg, parts, failures, explanation, returned_text)
-        kind = "delivery_report" if readings and all(r.cause == "delivered" for r in readings) else "bounce"
-        return _report(kind, readings, own_refs + _returned_refs(parts, returned_text), base)
-    if _is_auto_reply(msg, subject, text):
-        back = _return_date(f"{subject}\n{text}", today)
-        readings = [AddressReading(sender, "auto_reply", "", "vacation")] if sender else []
-        return _empty("auto_reply", addresses=tuple(readings), references=_unique(own_refs), return_date=back, **base)
+        if readings:
+            kind = "delivery_report" if all(r.cause == "delivered" for r in readings) else "bounce"
+            return _report(kind, readings, own_refs + _returned_refs(parts, returned_text), base)
+    refs = _unique(own_refs + _returned_refs(parts, returned_text))
+    if notice:
+        return _empty("notification", references=refs, notification_reason=notice, **base)
+    if _auto_reply_headers(msg):
+        return _auto_reply(sender, subject, text, own_refs, today, base)
+    new_text = _reply_text(text)
+    opt_out = _asks_opt_out(verdict_subject, new_text)
+    if not opt_out and _auto_reply_wording(subject, new_text):
+        return _auto_reply(sender, subject, text, own_refs, today, base)
+    if null_path:
+        # RFC 5321 §4.5.5: only notices go out with a null reverse path; a person's mail never does.
+        return _empty("notification", references=refs, notification_reason="null reverse path (Return-Path: <>)", **base)
     if not sender and not text.strip():
         return _empty("unknown", **base)
-    reply = _reply_text(text)
     return _empty(
-        "reply", references=_unique(own_refs), reply_text=reply, opt_out=bool(_OPT_OUT_RE.search(f"{subject}\n{reply}")),
-        sentiment=read_reply_sentiment(reply), **base,
+        "reply", references=_unique(own_refs), reply_text=new_text, opt_out=opt_out,
+        sentiment=read_reply_sentiment(new_text), **base,
     )
+
+
+def _auto_reply(sender: str, subject: str, text: str, refs: list[str], today: datetime.date, base: dict) -> MailReading:
+    """Return an auto-reply reading with the return date its text gives, if any."""
+    back = _return_date(f"{subject}\n{text[:_SCAN_LIMIT]}", today)
+    readings = [AddressReading(sender, "auto_reply", "", "vacation")] if sender else []
+    return _empty("auto_reply", addresses=tuple(readings), references=_unique(refs), return_date=back, **base)
+
+
+def _asks_opt_out(subject: str, new_text: str) -> bool:
+    """Tell whether a person's own words (not the quoted thread, not our subject) ask to be removed."""
+    return bool(_OPT_OUT_WORD_RE.fullmatch(new_text) or _OPT_OUT_RE.search(f"{subject}\n{new_text[:_SCAN_LIMIT]}"))
+
+
+def _null_reverse_path(msg: email.message.Message) -> bool:
+    """Tell whether the envelope sender was null (RFC 5321 §4.5.5: notices are sent that way)."""
+    values = msg.get_all("Return-Path") or []
+    return any(str(v).strip() in ("<>", "") for v in values[:1])
+
+
+def _notice_signal(msg: email.message.Message, subject: str, parts: _Parts) -> str:
+    """Return why a message is a mail system's notice rather than a person's mail, or ""."""
+    if msg.get_content_type() == "multipart/report":
+        report_type = str(msg.get_param("report-type") or "").lower()
+        return f"multipart/report ({report_type})" if report_type else "multipart/report"
+    if parts.dsn:
+        return "delivery-status report"
+    if msg.get("X-Failed-Recipients") is not None:
+        return "X-Failed-Recipients header (Exim)"
+    sender = _header(msg, "From")
+    if _DAEMON_FROM_RE.search(sender) or re.search(r"mailer-?daemon|postmaster", msg.get("Return-Path", "") or "", re.I):
+        return f"sent by a mail system ({sender[:120]})"
+    if not _REPLY_PREFIX_RE.match(subject) and _BOUNCE_SUBJECT_RE.search(subject):
+        return "delivery-notice subject"
+    return ""
 
 
 def _parse(raw: bytes) -> email.message.Message:
@@ -1129,18 +1237,6 @@ def _report(kind: str, readings: list[AddressReading], refs: list[str], base: di
     return _empty(kind, addresses=tuple(readings), suppress=suppress, references=_unique(refs), **base)
 
 
-def _looks_like_bounce(msg: email.message.Message, subject: str, sender: str, explanation: str, returned: bool) -> bool:
-    """Tell a non-standard bounce from other mail by its sender, subject and wording."""
-    from_header = _header(msg, "From")
-    if _DAEMON_FROM_RE.search(from_header) and (_BOUNCE_SUBJECT_RE.search(subject) or _BOUNCE_BODY_RE.search(explanation)):
-        return True
-    if _BOUNCE_SUBJECT_RE.search(subject) and (_BOUNCE_BODY_RE.search(explanation) or not sender or _DAEMON_FROM_RE.search(from_header)):
-        return True
-    null_path = msg.get("Return-Path", "").strip() in ("<>", "") and msg.get("Return-Path") is not None
-    # A null return path or our own message attached, plus failure wording, is a bounce whoever signs it.
-    return (null_path or returned) and bool(_BOUNCE_BODY_RE.search(explanation))
-
-
 def _returned_refs(parts: _Parts, returned_text: str) -> list[str]:
     """Return the Message-ID and In-Reply-To of the message a report returns to us."""
     headers = list(parts.returned)
@@ -1157,6 +1253,10 @@ def _bounce_readings(
     msg: email.message.Message, parts: _Parts, failures: list[_Failure], explanation: str, returned_text: str,
 ) -> list[AddressReading]:
     """Return one reading per failed recipient of a bounce."""
+    if not failures:
+        # Exim names every failed recipient in this header of its bounces.
+        listed = [_address(a) for a in _header(msg, "X-Failed-Recipients").split(",")]
+        failures = [_Failure(a, "", "", "") for a in dict.fromkeys(listed) if a]
     if not failures:
         failures = _text_failures(explanation, _own_addresses(msg, parts, returned_text))
     if not failures:
