@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -14,6 +15,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from tqdm import tqdm
 
+from sequencer.clock import iso_z
+from sequencer.consent import add_consent, has_consent, resume_waiting_for_consent
 from sequencer.leads import (
     GIVEN,
     LeadDataError,
@@ -33,7 +36,14 @@ CHUNK_SIZE = 500
 
 # Columns mapped onto Lead attributes; every other column goes to Lead.custom.
 KNOWN_COLUMNS = ("email", "phone", "external_id", "first_name", "last_name", "company", "title", "country",
-                 "timezone", "owner")
+                 "timezone", "owner", "consent_sms", "consent_voice")
+# Consent columns: a cell is the consent's source; these cells say there is none. They record
+# nothing and revoke nothing: a CRM export writes "no" where it holds no record, which is not
+# the lead revoking one (`sequencer consent remove` and opt-out keywords do that).
+CONSENT_COLUMNS = {"consent_sms": "sms", "consent_voice": "voice"}
+NO_CONSENT_CELLS = frozenset({"no", "false", "0"})
+# An ISO 8601 date, optionally with a time and an offset, anywhere in a consent cell.
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?(?![\d:])")
 TEXT_COLUMNS = ("first_name", "last_name", "company", "title")
 
 # Spellings CRM and spreadsheet exports use for our columns.
@@ -150,6 +160,9 @@ class ImportReport:
     warnings: list[Problem] = field(default_factory=list)
     # Every lead created or updated, in file order; empty after a dry run.
     lead_ids: list[int] = field(default_factory=list)
+    # Consents recorded from consent_* cells, and enrollments that waited for them and resumed.
+    consents: int = 0
+    resumed: int = 0
     # Lead id -> why it must not be enrolled (a suppression on all channels); empty after a dry run.
     not_enrollable: dict[int, str] = field(default_factory=dict)
     # The same, by line, so a dry run can show it too.
@@ -173,18 +186,24 @@ class _Row:
     owner_id: int | None
     fields: dict[str, str]
     custom: dict[str, str]
+    # Channel -> (source, when given; None: the import time), from the consent_* cells.
+    consents: dict[str, tuple[str, datetime | None]]
+    # Channel -> the cell that says no.
+    declined: dict[str, str]
     # Reported only if the row is imported: a rejected row gets its rejection alone.
     warnings: list[str]
 
 
 def import_leads(session: so.Session, path_or_file: str | os.PathLike[str] | IO[str], *, now: datetime,
                  default_region: str | None, owner_email: str | None = None, dry_run: bool = False,
-                 progress: bool = False) -> ImportReport:
+                 progress: bool = False, actor: str | None = None) -> ImportReport:
     """Import leads from a CSV file; bad rows are reported by line and the good ones still import.
 
     Rows are upserted by external_id, else by email (any letter case), including repeats
     within the file. Suppressions are never touched: a suppressed lead imports but is listed
-    in `not_enrollable`. With dry_run everything is checked and nothing is written.
+    in `not_enrollable`. consent_sms / consent_voice cells record consent (by `actor`, through
+    this file) and resume enrollments that waited for it. With dry_run everything is checked
+    and nothing is written.
     """
     report = ImportReport(dry_run=dry_run)
     users = {email.lower(): user_id for user_id, email in session.execute(sa.select(User.id, User.email))}
@@ -196,6 +215,7 @@ def import_leads(session: so.Session, path_or_file: str | os.PathLike[str] | IO[
     savepoint = session.begin_nested() if dry_run else None
     seen_ids: set[int] = set()
     with read_csv(path_or_file) as csv_file:
+        recorded_by = f"{actor}, import of {csv_file.name}" if actor else f"import of {csv_file.name}"
         if "email" not in csv_file.columns and "phone" not in csv_file.columns:
             found = ", ".join(csv_file.header) or "(nothing)"
             raise CsvFormatError(f"{csv_file.name}: no email or phone column; the header has: {found}. "
@@ -210,14 +230,14 @@ def import_leads(session: so.Session, path_or_file: str | os.PathLike[str] | IO[
                     report.rejected.append(Problem(record.line, record.error))
                     continue
                 row = _parse(record, report, users=users, default_owner_id=default_owner_id,
-                             default_region=default_region)
+                             default_region=default_region, now=now)
                 if row is not None:
                     chunk.append(row)
                 if len(chunk) >= CHUNK_SIZE:
-                    _apply(session, chunk, report, seen_ids, now)
+                    _apply(session, chunk, report, seen_ids, now, recorded_by)
                     chunk = []
             if chunk:
-                _apply(session, chunk, report, seen_ids, now)
+                _apply(session, chunk, report, seen_ids, now, recorded_by)
     if savepoint is not None:
         savepoint.rollback()
         report.lead_ids.clear()
@@ -236,7 +256,7 @@ def _count_rows(source: str | os.PathLike[str] | IO[str]) -> int | None:
 
 
 def _parse(record: Record, report: ImportReport, *, users: dict[str, int], default_owner_id: int | None,
-           default_region: str | None) -> _Row | None:
+           default_region: str | None, now: datetime) -> _Row | None:
     """Validate one record; return None (and report why) when the row cannot be imported."""
     values, line = record.values, record.line
     warnings: list[str] = []
@@ -277,6 +297,19 @@ def _parse(record: Record, report: ImportReport, *, users: dict[str, int], defau
             zone = validate_zone(values["timezone"])
         except LeadDataError as exc:
             return reject(str(exc))
+    consents: dict[str, tuple[str, datetime | None]] = {}
+    declined: dict[str, str] = {}
+    for column, channel in CONSENT_COLUMNS.items():
+        cell = values.get(column)
+        if not cell:
+            continue
+        if cell.lower() in NO_CONSENT_CELLS:
+            declined[channel] = cell
+            continue
+        try:
+            consents[channel] = (" ".join(cell.split()), _consent_time(cell, now))
+        except ValueError as exc:
+            return reject(f"{column} '{cell}': {exc}")
     owner_id = default_owner_id
     if values.get("owner"):
         owner_id = users.get(values["owner"].lower())
@@ -287,12 +320,29 @@ def _parse(record: Record, report: ImportReport, *, users: dict[str, int], defau
         line=line, email=email, email_key=key, phone=phone, external_id=values.get("external_id"),
         country=country, timezone=zone, owner_id=owner_id,
         fields={c: values[c] for c in TEXT_COLUMNS if values.get(c)},
-        custom={c: v for c, v in values.items() if c not in KNOWN_COLUMNS}, warnings=warnings,
+        custom={c: v for c, v in values.items() if c not in KNOWN_COLUMNS}, consents=consents, declined=declined,
+        warnings=warnings,
     )
 
 
-def _apply(session: so.Session, rows: list[_Row], report: ImportReport, seen_ids: set[int], now: datetime) -> None:
-    """Create or update the leads of one chunk with one lookup query and one flush."""
+def _consent_time(cell: str, now: datetime) -> datetime | None:
+    """Return the time an ISO date in a consent cell gives (a date alone or no offset: UTC), else None."""
+    match = _ISO_DATE.search(cell)
+    if match is None:
+        return None
+    try:
+        at = datetime.fromisoformat(match[0])
+    except ValueError:
+        raise ValueError(f"'{match[0]}' is not a valid date; write it as YYYY-MM-DD") from None
+    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    if at > now:
+        raise ValueError(f"'{match[0]}' is after the import ({iso_z(now)}); give the date the consent was given")
+    return at
+
+
+def _apply(session: so.Session, rows: list[_Row], report: ImportReport, seen_ids: set[int], now: datetime,
+           recorded_by: str) -> None:
+    """Create or update the leads of one chunk with one lookup query and one flush, then record its consents."""
     external_ids = sorted({r.external_id for r in rows if r.external_id})
     keys = sorted({r.email_key for r in rows if r.email_key})
     existing = session.scalars(sa.select(Lead).where(
@@ -301,7 +351,7 @@ def _apply(session: so.Session, rows: list[_Row], report: ImportReport, seen_ids
     by_email = {lead.email_normalized: lead for lead in existing if lead.email_normalized}
     # Leads created in this chunk have no id before the flush: name them by their line.
     created_on: dict[int, int] = {}
-    written: list[tuple[int, Lead]] = []
+    written: list[tuple[_Row, Lead]] = []
 
     def name(lead: Lead) -> str:
         if id(lead) in created_on:
@@ -339,18 +389,41 @@ def _apply(session: so.Session, rows: list[_Row], report: ImportReport, seen_ids
             by_email[lead.email_normalized] = lead
         if lead.external_id:
             by_external_id[lead.external_id] = lead
-        written.append((row.line, lead))
+        written.append((row, lead))
         report.warnings.extend(Problem(row.line, message) for message in row.warnings)
     session.flush()
-    for _line, lead in written:
+    for _row, lead in written:
         if lead.id not in seen_ids:
             seen_ids.add(lead.id)
             report.lead_ids.append(lead.id)
-    blocked = blocked_leads(session, [lead for _line, lead in written], "all")
-    for line, lead in written:
+    _record_consents(session, written, report, now, recorded_by)
+    blocked = blocked_leads(session, [lead for _row, lead in written], "all")
+    for row, lead in written:
         if lead.id in blocked:
             report.not_enrollable[lead.id] = blocked[lead.id]
-            report.suppressed.append(Problem(line, blocked[lead.id]))
+            report.suppressed.append(Problem(row.line, blocked[lead.id]))
+
+
+def _record_consents(session: so.Session, written: list[tuple[_Row, Lead]], report: ImportReport, now: datetime,
+                     recorded_by: str) -> None:
+    """Record the chunk's consent cells (after the flush: the audit log needs lead ids) and resume their leads."""
+    consented: dict[str, list[int]] = {}
+    for row, lead in written:
+        for channel, (source, at) in row.consents.items():
+            current = (lead.consents or {}).get(channel)
+            # Importing the same file again keeps the first record, and its time.
+            if has_consent(lead, channel) and current["source"] == source:
+                continue
+            add_consent(session, lead, channel, source, at or now, now, recorded_by)
+            consented.setdefault(channel, []).append(lead.id)
+            report.consents += 1
+        for channel, cell in row.declined.items():
+            if has_consent(lead, channel):
+                report.warnings.append(Problem(row.line, f"consent_{channel} '{cell}' leaves "
+                                                         f"the lead's {channel} consent as it is; "
+                                                         f"`sequencer consent remove` revokes it"))
+    for channel, lead_ids in consented.items():
+        report.resumed += resume_waiting_for_consent(session, lead_ids, channel, now)
 
 
 def _update(lead: Lead, row: _Row, now: datetime) -> None:

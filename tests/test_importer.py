@@ -4,15 +4,18 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from sequencer.consent import NO_CONSENT
 from sequencer.importer import CsvFormatError, ImportReport, import_leads
 from sequencer.leads import LeadDataError
-from sequencer.models import AuditEntry, Lead
+from sequencer.models import AuditEntry, Enrollment, Lead
 from sequencer.users import add_user
+from tests.support.world import ALWAYS_OPEN, REP, apply, enroll_csv, team, utc
 
 DATA = Path(__file__).parent / "data" / "csv"
 
@@ -261,3 +264,121 @@ def test_leads_list_table(cli) -> None:
     assert header.split() == ["ID", "EMAIL", "PHONE", "NAME", "COMPANY", "COUNTRY", "TIMEZONE", "TIMEZONE_SOURCE",
                               "OWNER"]
     assert row.split() == ["1", "bom@example.com", "Bo", "Martin", "unknown"]
+
+
+# Consent columns (COMPLIANCE.md rule 9)
+
+CONSENT_CSV = """email,phone,consent_sms,consent_voice
+ann@example.com,+12125550100,web form 2024-03-01,
+ben@example.com,+12125550101,Yes,No
+cy@example.com,+12125550102,FALSE,0
+dee@example.com,+12125550103,,recorded call 2025-06-30T15:00:00-04:00
+"""
+
+
+def consent_records(runtime) -> dict[str, dict]:
+    with runtime.session() as session:
+        return {lead.email: lead.consents for lead in session.scalars(sa.select(Lead).order_by(Lead.id))}
+
+
+def test_consent_cells_record_consent_with_the_cell_as_source_and_its_date(cli, runtime, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQUENCER_ACTOR", "ops@example.com")
+    path = tmp_path / "leads.csv"
+    path.write_text(CONSENT_CSV, encoding="utf-8")
+    result = cli("leads", "import", str(path), now="2026-03-02T14:00:00Z")
+    assert result.output.splitlines()[-2:] == ["imported 4, updated 0, rejected 0",
+                                               "recorded 3 consent(s); resumed 0 enrollment(s) that waited for one"]
+    by = "ops@example.com, import of leads.csv"
+    now = "2026-03-02T14:00:00Z"
+    record = {"recorded_by": by, "recorded_at": now, "revoked_by": None, "revoked_at": None}
+    assert consent_records(runtime) == {
+        "ann@example.com": {"sms": {"source": "web form 2024-03-01", "given_at": "2024-03-01T00:00:00Z", **record}},
+        # No date in the cell: the consent counts from the import.
+        "ben@example.com": {"sms": {"source": "Yes", "given_at": now, **record}},
+        # no / false / 0 record nothing.
+        "cy@example.com": {},
+        "dee@example.com": {"voice": {"source": "recorded call 2025-06-30T15:00:00-04:00",
+                                      "given_at": "2025-06-30T19:00:00Z", **record}},
+    }
+    with runtime.session() as session:
+        assert all("consent_sms" not in lead.custom and "consent_voice" not in lead.custom
+                   for lead in session.scalars(sa.select(Lead)))
+        audited = session.scalars(sa.select(AuditEntry.object_id).where(AuditEntry.action == "consent.add")
+                                  .order_by(AuditEntry.object_id)).all()
+    assert audited == ["1", "2", "4"]
+
+
+def test_reimporting_keeps_consents_and_no_does_not_revoke(runtime) -> None:
+    run_import(runtime, CONSENT_CSV)
+    before = consent_records(runtime)
+    runtime.clock.advance(timedelta(days=7))
+    report = run_import(runtime, "email,consent_sms,consent_voice\nann@example.com,web form 2024-03-01,\n"
+                                 "ben@example.com,no,\ndee@example.com,,\n")
+    # The same source again changes nothing; an empty cell changes nothing.
+    assert consent_records(runtime) == before
+    assert report.consents == 0
+    assert [str(w) for w in report.warnings] == [
+        "3: consent_sms 'no' leaves the lead's sms consent as it is; `sequencer consent remove` revokes it"]
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).where(AuditEntry.action == "consent.add")) == 3
+    report = run_import(runtime, "email,consent_sms\nann@example.com,signed contract 2026-03-05\n")
+    assert report.consents == 1
+    assert consent_records(runtime)["ann@example.com"]["sms"]["source"] == "signed contract 2026-03-05"
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("form 2024-02-30", "2: consent_sms 'form 2024-02-30': '2024-02-30' is not a valid date; write it as YYYY-MM-DD"),
+    ("form 2026-03-03", "2: consent_sms 'form 2026-03-03': '2026-03-03' is after the import (2026-03-02T14:00:00Z); "
+                        "give the date the consent was given"),
+])
+def test_a_consent_cell_with_a_bad_date_rejects_the_row(runtime, cell: str, message: str) -> None:
+    report = run_import(runtime, f"email,consent_sms\nann@example.com,{cell}\nben@example.com,web\n")
+    assert [str(p) for p in report.rejected] == [message]
+    assert consent_records(runtime) == {"ben@example.com": consent_records(runtime)["ben@example.com"]}
+
+
+def test_dry_run_records_no_consent(runtime) -> None:
+    report = run_import(runtime, CONSENT_CSV, dry_run=True)
+    assert report.consents == 3
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 0
+
+
+def test_imported_consent_resumes_enrollments_waiting_for_it(cli, runtime, tmp_path: Path) -> None:
+    team(cli)
+    apply(cli, tmp_path, 'name = "texts"\n' + ALWAYS_OPEN + '[[steps]]\nkey = "text"\nchannel = "sms"\nbody = "Hi."\n')
+    enroll_csv(cli, tmp_path, [f"ann@example.com,+12125550100,{REP}", f"ben@example.com,+12125550101,{REP}"],
+               "texts", header="email,phone,owner")
+    with runtime.session() as session:
+        session.execute(sa.update(Enrollment).values(state="paused", paused_reason=NO_CONSENT, next_due_at=None))
+    path = tmp_path / "consents.csv"
+    path.write_text("email,consent_sms,consent_voice\nann@example.com,web form,\nben@example.com,,call\n")
+    result = cli("leads", "import", str(path), now="2026-03-04T10:00:00Z")
+    assert result.output.splitlines()[-1] == "recorded 2 consent(s); resumed 1 enrollment(s) that waited for one"
+    with runtime.session() as session:
+        states = dict(session.execute(sa.select(Lead.email, Enrollment.state).join(Enrollment.lead)).all())
+        due = session.scalar(sa.select(Enrollment.next_due_at).join(Enrollment.lead)
+                             .where(Lead.email == "ann@example.com"))
+    assert states == {"ann@example.com": "active", "ben@example.com": "paused"}
+    assert due == utc("2026-03-04T10:00:00Z")
+
+
+def test_consent_columns_keep_statements_per_chunk(runtime, tmp_path: Path) -> None:
+    path = tmp_path / "consents.csv"
+    with path.open("w", encoding="utf-8") as f:
+        f.write("email,phone,consent_sms\n")
+        for i in range(1500):
+            f.write(f"lead{i}@example.com,+1 212 736 {i:04d},web form 2025-0{i % 9 + 1}-01\n")
+    statements = count_statements(runtime.engine)
+    with runtime.session() as session:
+        report = import_leads(session, path, now=runtime.now(), default_region="US")
+    assert report.consents == 1500
+    verbs = Counter(s.split()[0].upper() for s in statements)
+    assert verbs["SELECT"] == 1 + 3 * 2
+    # Per chunk: the consents as one executemany (written after the flush that gives the audit
+    # log its lead ids), and one resume per channel.
+    assert verbs["UPDATE"] == 3 * 2
+    if runtime.engine.dialect.name == "postgresql":
+        assert verbs["INSERT"] <= 3 * 2

@@ -41,7 +41,8 @@ def import_(state: CliState, file: Path, owner_email: str | None, cadence_name: 
     """Import leads from a CSV file; print each rejected row as LINE: reason.
 
     Columns: email, phone, external_id, first_name, last_name, company, title, country,
-    timezone, owner; any other column becomes a custom field. Exit status 1 if a row was rejected.
+    timezone, owner, consent_sms, consent_voice; any other column becomes a custom field.
+    Exit status 1 if a row was rejected.
     """
     rt = state.runtime()
     now = rt.now()
@@ -51,7 +52,8 @@ def import_(state: CliState, file: Path, owner_email: str | None, cadence_name: 
             _check_cadence(session, cadence_name)
         try:
             report = import_leads(session, file, now=now, default_region=rt.settings.leads.default_region,
-                                  owner_email=owner_email, dry_run=dry_run, progress=sys.stderr.isatty())
+                                  owner_email=owner_email, dry_run=dry_run, progress=sys.stderr.isatty(),
+                                  actor=audit.cli_actor())
         except (CsvFormatError, LeadDataError) as exc:
             raise UserError(str(exc)) from None
         if not dry_run:
@@ -69,6 +71,8 @@ def import_(state: CliState, file: Path, owner_email: str | None, cadence_name: 
         click.echo(f"{problem.line}: suppressed, not enrollable: {problem.message}")
     summary = f"imported {report.imported}, updated {report.updated}, rejected {len(report.rejected)}"
     click.echo(summary + (" (dry run: nothing was written)" if dry_run else ""))
+    if report.consents:
+        click.echo(f"recorded {report.consents} consent(s); resumed {report.resumed} enrollment(s) that waited for one")
     if enrolled is not None:
         _print_enrolled(enrolled, cadence_name)
     elif cadence_name:
