@@ -6,15 +6,19 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING, Iterable, Sequence
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.dialects import postgresql
 
+from sequencer.exits import end_enrollments
 from sequencer.leads import LeadDataError, email_key, lead_domain, parse_phone
-from sequencer.models import Lead, Suppression
+from sequencer.models import LIVE_STATES, Enrollment, Lead, Step, Suppression, Task, Touch
+
+if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
 
 KINDS = ("email", "phone", "domain")
 CHANNELS = ("all", "email", "sms", "voice")
@@ -36,6 +40,16 @@ class SuppressionImport:
     added: int = 0
     existing: int = 0
     rejected: list[Problem] = field(default_factory=list)
+    # (kind, normalized value, channel) of every good line, new or already there: what `enforce` takes.
+    entries: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Enforcement:
+    """What enforcing suppressions on the leads already in cadences did."""
+
+    enrollments_ended: int = 0
+    tasks_closed: int = 0
 
 
 def detect_kind(value: str) -> str:
@@ -180,6 +194,7 @@ def import_csv(session: so.Session, path: str | os.PathLike[str] | IO[str], *, n
                 report.rejected.append(Problem(line, str(exc)))
                 continue
             for kind, normalized in checked:
+                report.entries.append((kind, normalized, row_channel))
                 _entry, created = _add(session, kind, normalized, reason=row.get("reason") or "", source=source,
                                        now=now, channel=row_channel)
                 if created:
@@ -210,13 +225,16 @@ def _keys(lead: Lead) -> list[tuple[str, str]]:
     return keys
 
 
-def _hash_in(session: so.Session, hashes: list[str]) -> sa.ColumnElement[bool]:
-    # One bound parameter whatever the batch size: an IN list would hit SQLite's limit on
-    # bound variables for large batches and make each batch size a new statement.
+def _in(session: so.Session, column: sa.ColumnElement[str], values: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Return `column IN values` with the values as one bound parameter whatever their number.
+
+    An IN list would hit SQLite's limit on bound variables for large batches and make each
+    batch size a new statement.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        return Suppression.value_hash == sa.any_(sa.bindparam("hashes", hashes, type_=postgresql.ARRAY(sa.String)))
-    values = sa.func.json_each(sa.bindparam("hashes", json.dumps(hashes), type_=sa.String)).table_valued("value")
-    return Suppression.value_hash.in_(sa.select(values.c.value))
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.String)))
+    table = sa.func.json_each(sa.bindparam(None, json.dumps(list(values)), type_=sa.String)).table_valued("value")
+    return column.in_(sa.select(table.c.value))
 
 
 def blocked_leads(session: so.Session, leads: Sequence[Lead], channel: str) -> dict[int, str]:
@@ -236,7 +254,8 @@ def blocked_leads(session: so.Session, leads: Sequence[Lead], channel: str) -> d
     channels = ["all"] if channel == "all" else ["all", channel]
     rows = session.execute(
         sa.select(Suppression.kind, Suppression.value_hash, Suppression.value, Suppression.channel, Suppression.reason)
-        .where(Suppression.kind.in_(KINDS), _hash_in(session, hashes), Suppression.channel.in_(channels))
+        .where(Suppression.kind.in_(KINDS), _in(session, Suppression.value_hash, hashes),
+               Suppression.channel.in_(channels))
         .order_by(Suppression.id)
     ).all()
     # Email before phone before domain: the most specific reason is the one a person reads.
@@ -259,3 +278,68 @@ def describe(kind: str, value: str | None, channel: str, reason: str) -> str:
 def is_blocked(session: so.Session, lead: Lead, channel: str) -> str | None:
     """Return why a single lead is blocked on `channel`, or None when it may be contacted."""
     return blocked_leads(session, [lead], channel).get(lead.id)
+
+
+# Enrollments are ended in slices of this many ids: end_enrollments takes an id list.
+_END_SLICE = 5000
+
+
+def enforce(session: so.Session, entries: Iterable[tuple[str, str, str]], *, reason: str, now: datetime,
+            plugins: Plugins | None = None) -> Enforcement:
+    """Stop contacting the leads these suppressions match: end their enrollments, close their open tasks.
+
+    entries are (kind, normalized value, channel). A suppression on "all" ends every live
+    enrollment of the lead and closes every open task, reply tasks included. One on a single
+    channel ends the enrollments whose next step is on that channel (the engine would end them
+    as `removed` on its next tick; now their task closes at once too) and closes the open tasks
+    of that channel; enrollments now on another step go on and end when they reach one on the
+    suppressed channel. A handful of statements per channel whatever the number of entries.
+    """
+    by_channel: dict[str, dict[str, set[str]]] = {}
+    for kind, value, channel in entries:
+        by_channel.setdefault(channel, {k: set() for k in KINDS})[kind].add(value)
+    report = Enforcement()
+    for channel, values in by_channel.items():
+        leads = _matching_leads(session, values)
+        if leads is None:
+            continue
+        exit_reason = f"suppressed: {reason}"
+        enrollments = sa.select(Enrollment.id).where(Enrollment.lead_id.in_(leads),
+                                                     Enrollment.state.in_(LIVE_STATES))
+        tasks = sa.update(Task).where(Task.lead_id.in_(leads), Task.state == "open")
+        if channel != "all":
+            enrollments = enrollments.join(Step, sa.and_(Step.cadence_id == Enrollment.cadence_id,
+                                                         Step.position == Enrollment.step_position)) \
+                .where(Step.channel == channel)
+            tasks = tasks.where(sa.exists().where(Touch.id == Task.touch_id, Touch.channel == channel))
+        # Tasks first, so that each carries the suppression as its reason (reply tasks included).
+        closed = session.execute(tasks.values(state="skipped", notes=exit_reason, completed_at=now)
+                                 .execution_options(synchronize_session=False))
+        report.tasks_closed += closed.rowcount
+        ids = list(session.scalars(enrollments))
+        for start in range(0, len(ids), _END_SLICE):
+            report.enrollments_ended += len(end_enrollments(session, ids[start:start + _END_SLICE], state="removed",
+                                                            reason=exit_reason, now=now, plugins=plugins))
+    return report
+
+
+def _matching_leads(session: so.Session, values: dict[str, set[str]]) -> sa.Select[tuple[int]] | None:
+    """Return a query of the ids of the leads, in a cadence or with an open task, that these values match."""
+    in_play = sa.or_(
+        sa.exists().where(Enrollment.lead_id == Lead.id, Enrollment.state.in_(LIVE_STATES)),
+        sa.exists().where(Task.lead_id == Lead.id, Task.state == "open"),
+    )
+    domains: set[str] = set()
+    if values["domain"]:
+        # A suppressed domain covers its subdomains (as in blocked_leads): compare each domain of
+        # a lead in play, and its parents, with the set, then select those domains exactly.
+        for (domain,) in session.execute(sa.select(Lead.domain).where(Lead.domain.is_not(None), in_play).distinct()):
+            labels = domain.lower().split(".")
+            if any(".".join(labels[i:]) in values["domain"] for i in range(len(labels) - 1)):
+                domains.add(domain)
+    matches = [_in(session, column, sorted(found)) for column, found in
+               ((Lead.email_normalized, values["email"]), (Lead.phone, values["phone"]), (Lead.domain, domains))
+               if found]
+    if not matches:
+        return None
+    return sa.select(Lead.id).where(sa.or_(*matches), in_play)

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from sequencer.engine import advance
-from sequencer.exits import end_on_event
+from sequencer import suppressions
+from sequencer.exits import end_enrollments, end_on_event
 from sequencer.models import Cadence, Enrollment, Lead, Task, Touch, User
 
 if TYPE_CHECKING:
@@ -36,8 +37,12 @@ def list_tasks(session: so.Session, *, rep: User | None, day: date | None, now: 
     )
     if rep is not None:
         query = query.where(Task.owner_id == rep.id)
+    found = session.execute(query).all()
+    hidden = _not_to_contact(session, [(task, lead, channel) for task, lead, _step, channel, _action, _c in found])
     rows = []
-    for task, lead, step_key, channel, action, cadence in session.execute(query):
+    for task, lead, step_key, channel, action, cadence in found:
+        if task.id in hidden:
+            continue
         rows.append({
             "id": task.id, "kind": task.kind, "title": task.title, "lead_id": task.lead_id,
             "lead_email": lead and lead.email, "lead_phone": lead and lead.phone,
@@ -60,6 +65,16 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
     if touch is not None:
         touch.outcome, touch.notes, touch.updated_at = outcome, notes, now
     enrollment = _enrollment(session, task)
+    lead = session.get(Lead, task.lead_id) if task.lead_id else None
+    if outcome == "call_back_later" and (why := _not_to_contact(session, [(task, lead, touch and touch.channel)])):
+        # Suppressed or opted out since the task opened: no new task; the cadence ends as the engine would end it.
+        reason = why[task.id]
+        if touch is not None:
+            touch.status, touch.error, touch.updated_at = "skipped", reason, now
+        if enrollment is not None:
+            end_enrollments(session, [enrollment.id], state="opted_out" if lead.opted_out_at else "removed",
+                            reason=reason, now=now, plugins=plugins)
+        return task
     if outcome == "call_back_later":
         # The same touch stays open: a new task, the enrollment keeps waiting.
         session.add(Task(owner_id=task.owner_id, lead_id=task.lead_id, touch_id=task.touch_id,
@@ -69,8 +84,8 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
         return task
     if touch is not None:
         touch.status, touch.sent_at = "completed", now
-    if outcome == "wrong_number" and task.lead_id:
-        session.get(Lead, task.lead_id).phone_wrong = True
+    if outcome == "wrong_number" and lead is not None:
+        lead.phone_wrong = True
     if enrollment is None:
         return task
     if outcome == "meeting_booked" and end_on_event(session, enrollment, event="meeting", state="finished",
@@ -95,6 +110,27 @@ def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime,
     if enrollment is not None and enrollment.state == "waiting_task":
         advance(enrollment, now, plugins)
     return task
+
+
+def _not_to_contact(session: so.Session, tasks: list[tuple[Task, Lead | None, str | None]]) -> dict[int, str]:
+    """Return task id -> why, for tasks whose lead opted out or is suppressed on the task's channel.
+
+    One suppression query per channel, whatever the number of tasks. A task with no touch
+    (a reply to answer) or on a step only people do is blocked by suppressions on all channels.
+    """
+    hidden: dict[int, str] = {}
+    by_channel: dict[str, list[tuple[Task, Lead]]] = {}
+    for task, lead, channel in tasks:
+        if lead is None:
+            continue  # an admin alert
+        if lead.opted_out_at is not None:
+            hidden[task.id] = "opted out"
+            continue
+        by_channel.setdefault(channel if channel in suppressions.CHANNELS else "all", []).append((task, lead))
+    for channel, pairs in by_channel.items():
+        blocked = suppressions.blocked_leads(session, [lead for _task, lead in pairs], channel)
+        hidden.update((task.id, f"suppressed: {blocked[lead.id]}") for task, lead in pairs if lead.id in blocked)
+    return hidden
 
 
 def _open_task(session: so.Session, task_id: int) -> Task:

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from sequencer import suppressions
 from sequencer.leads import LeadDataError
-from sequencer.models import Lead, Suppression
+from sequencer.models import Enrollment, Lead, Suppression, Task
+from tests.support.world import CALLS, REP, apply, enroll_csv, team
 
 DATA = Path(__file__).parent / "data" / "csv"
 
@@ -213,3 +214,104 @@ def test_only_hashes_match(runtime) -> None:
         suppressions.add(session, "email", "jane@example.com", reason="", source="manual", now=now)
         stored = session.scalar(sa.select(Suppression))
         assert stored.value_hash == suppressions.value_hash("jane@example.com") and len(stored.value_hash) == 64
+
+
+# Enforcing a new suppression on the leads already in cadences
+
+START = "2026-03-02T15:00:00Z"
+
+
+@pytest.fixture
+def calling(cli, tmp_path: Path, smtp_sink) -> None:
+    """A rep, a call-then-email cadence, and three enrolled leads, each with an open call task."""
+    team(cli, REP)
+    apply(cli, tmp_path, CALLS)
+    enroll_csv(cli, tmp_path, [f"ann@a.example,+12125550101,Ann,{REP}", f"bob@eu.competitor.example,+12125550102,Bob,{REP}",
+                               f"cy@c.example,+12125550103,Cy,{REP}"],
+               "calls", now=START, header="email,phone,first_name,owner")
+    cli("worker", "--once", now=START)
+
+
+def states(runtime) -> dict[str, tuple]:  # noqa: ANN001
+    """lead email -> (enrollment state, exit reason, [(task state, task notes)])."""
+    with runtime.session() as session:
+        rows = session.execute(sa.select(Lead.email, Enrollment.state, Enrollment.exit_reason, Enrollment.id)
+                               .join(Enrollment, Enrollment.lead_id == Lead.id)).all()
+        tasks = session.execute(sa.select(Task.enrollment_id, Task.state, Task.notes).order_by(Task.id)).all()
+    return {email: (str(state), reason, [(t.state, t.notes) for t in tasks if t.enrollment_id == eid])
+            for email, state, reason, eid in rows}
+
+
+def test_suppress_add_ends_the_lead_s_enrollments_and_closes_its_tasks_with_the_reason(cli, runtime, calling,
+                                                                                         smtp_sink) -> None:
+    result = cli("suppress", "add", "Ann@A.example", "--reason", "asked by phone", now="2026-03-02T16:00:00Z")
+    assert result.output.splitlines() == ["suppressed: email ann@a.example on all channels",
+                                          "ended 1 enrollment(s), closed 1 open task(s)"]
+    reason = "suppressed: email ann@a.example is suppressed on all channels: asked by phone"
+    now = states(runtime)
+    assert now["ann@a.example"] == ("removed", reason, [("skipped", reason)])
+    assert now["cy@c.example"] == ("waiting_task", None, [("open", None)])
+    listed = json.loads(cli("tasks", "--format", "json", now="2026-03-02T16:00:00Z").output)
+    assert sorted(t["lead_email"] for t in listed) == ["bob@eu.competitor.example", "cy@c.example"]
+    timeline = json.loads(cli("timeline", "ann@a.example", "--format", "json").output)
+    assert {"kind": "exited", "detail": reason} in [{"kind": r["kind"], "detail": r["detail"]} for r in timeline]
+    assert any(r["kind"] == "task_skipped" and reason in r["detail"] for r in timeline)
+    # Adding it again finds nothing left to end.
+    assert cli("suppress", "add", "ann@a.example").output == "already suppressed: email ann@a.example on all channels\n"
+    cli("worker", "--once", now="2026-03-04T16:00:00Z")
+    assert all("ann@a.example" not in m["To"] for m in smtp_sink.messages())
+
+
+def test_suppress_import_ends_leads_by_domain_subdomain_and_phone(cli, runtime, calling, tmp_path: Path) -> None:
+    path = tmp_path / "dnc.csv"
+    path.write_text("value,reason\ncompetitor.example,competitor\n+1 212 555 0103,do not call\n", encoding="utf-8")
+    result = cli("suppress", "import", str(path), now="2026-03-02T16:00:00Z")
+    assert result.output.splitlines()[-1] == "ended 2 enrollment(s), closed 2 open task(s)"
+    now = states(runtime)
+    reason = "suppressed: listed in the suppression import dnc.csv"
+    assert now["bob@eu.competitor.example"][:2] == now["cy@c.example"][:2] == ("removed", reason)
+    assert now["ann@a.example"][0] == "waiting_task"
+
+
+def test_channel_scoped_suppression_ends_only_enrollments_whose_next_step_is_on_that_channel(
+        cli, runtime, calling, smtp_sink) -> None:
+    # Ann's next step is a call: a voice suppression ends her enrollment and closes the call task now.
+    out = cli("suppress", "add", "+12125550101", "--channel", "voice", now="2026-03-02T16:00:00Z").output
+    assert out.endswith("ended 1 enrollment(s), closed 1 open task(s)\n")
+    # A text suppression does not cover calls; an email one waits for the email step.
+    for value, channel in (("+12125550102", "sms"), ("bob@eu.competitor.example", "email")):
+        assert "ended" not in cli("suppress", "add", value, "--channel", channel, now="2026-03-02T16:00:00Z").output
+    now = states(runtime)
+    assert now["ann@a.example"][0] == "removed" and "on voice" in now["ann@a.example"][1]
+    assert now["bob@eu.competitor.example"] == ("waiting_task", None, [("open", None)])
+    [bob_task] = [t for t in json.loads(cli("tasks", "--format", "json", now="2026-03-02T16:00:00Z").output)
+                  if t["lead_email"] == "bob@eu.competitor.example"]
+    cli("task", "done", str(bob_task["id"]), "--outcome", "connected", now="2026-03-02T16:00:00Z")
+    cli("worker", "--once", now="2026-03-03T17:00:00Z")
+    # The engine ends Bob's enrollment when the email step comes, as documented: no email goes out.
+    assert states(runtime)["bob@eu.competitor.example"][0] == "removed"
+    assert "email bob@eu.competitor.example is suppressed on email" in states(runtime)["bob@eu.competitor.example"][1]
+    assert smtp_sink.messages() == []
+
+
+@pytest.mark.parametrize("count", [20, 200])
+def test_enforce_runs_a_fixed_number_of_statements_whatever_the_list(cli, runtime, tmp_path: Path, smtp_sink,
+                                                                     count: int) -> None:
+    team(cli, REP)
+    apply(cli, tmp_path, CALLS)
+    enroll_csv(cli, tmp_path, [f"lead{i}@sub.d{i}.example,+1212555{i:04d},L{i},{REP}" for i in range(count)],
+               "calls", now=START, header="email,phone,first_name,owner")
+    entries = [("domain", f"d{i}.example", "all") for i in range(0, count, 2)] + \
+              [("phone", f"+1212555{i:04d}", "all") for i in range(1, count, 2)] + \
+              [("email", "nobody@nowhere.example", "all")]
+    statements: list[str] = []
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    with runtime.session() as session:
+        sa.event.listen(runtime.engine, "before_cursor_execute", listener)
+        try:
+            done = suppressions.enforce(session, entries, reason="test", now=runtime.now())
+        finally:
+            sa.event.remove(runtime.engine, "before_cursor_execute", listener)
+    assert (done.enrollments_ended, done.tasks_closed) == (count, 0)
+    # The distinct domains in play, the open tasks, the enrollments, ending them (and their tasks).
+    assert len([s for s in statements if not s.startswith("BEGIN")]) == 5

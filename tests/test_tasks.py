@@ -8,22 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from sequencer.models import AuditEntry, Enrollment, Lead, Task, Touch
-from tests.support.world import ALWAYS_OPEN, apply, team, utc
+from tests.support.world import ALWAYS_OPEN, CALLS, apply, team, utc
 
 RITA, OMAR = "rita@acme.example", "omar@acme.example"
-CALLS = 'name = "calls"\n' + ALWAYS_OPEN + """
-[[steps]]
-key = "call"
-channel = "voice"
-body = "Call {{ lead.first_name }} at {{ lead.phone }}."
-
-[[steps]]
-key = "after"
-channel = "email"
-wait = "1d"
-subject = "After our call"
-body = "Hi {{ lead.first_name }}, thanks for your time."
-"""
 TODO = 'name = "todo"\n' + ALWAYS_OPEN + """
 [[steps]]
 key = "research"
@@ -207,3 +194,38 @@ def test_task_actions_are_audited(cli, world, runtime, monkeypatch) -> None:
         ("task.done", str(done_id), "rita@acme.example", utc("2026-03-02T15:10:00Z"), {"outcome": "left_voicemail"}),
         ("task.skip", str(skip_id), "rita@acme.example", utc("2026-03-02T15:20:00Z"), {"reason": "duplicate lead"}),
     ]
+
+
+def suppress(runtime, kind: str, value: str, channel: str = "all") -> None:  # noqa: ANN001
+    """Suppress a value as another path would (an inbound complaint, another process), ending nothing itself."""
+    from sequencer import suppressions
+
+    with runtime.session() as s:
+        suppressions.add(s, kind, value, reason="do not contact", source="test", now=runtime.now(), channel=channel)
+
+
+def test_tasks_never_lists_a_task_for_a_suppressed_or_opted_out_lead(cli, world, runtime) -> None:
+    for email in ("early@a.example", "morning@b.example", "late@c.example", "tomorrow@d.example"):
+        task_at(cli, email, "calls", "2026-03-02T15:00:00Z")
+    suppress(runtime, "email", "early@a.example")
+    suppress(runtime, "phone", "+12125550102", channel="voice")  # these are call tasks
+    suppress(runtime, "phone", "+12125550103", channel="sms")  # does not cover calls
+    with runtime.session() as s:
+        s.execute(sa.update(Lead).where(Lead.email == "tomorrow@d.example").values(opted_out_at=runtime.now()))
+    assert [t["lead_email"] for t in listed(cli, now="2026-03-02T16:00:00Z")] == ["late@c.example"]
+
+
+def test_call_back_later_never_reopens_a_task_for_a_suppressed_lead(cli, world, runtime) -> None:
+    task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    suppress(runtime, "phone", "+12125550102", channel="voice")
+    cli("task", "done", str(task["id"]), "--outcome", "call_back_later", "--call-back", "2026-03-05T16:00:00Z",
+        now="2026-03-02T15:10:00Z")
+    reason = "suppressed: phone +12125550102 is suppressed on voice: do not contact"
+    with runtime.session() as s:
+        assert s.execute(sa.select(Task.state, Task.outcome)).all() == [("done", "call_back_later")]
+        touch = s.scalar(sa.select(Touch))
+        e = s.scalar(sa.select(Enrollment))
+    assert (touch.status, touch.error) == ("skipped", reason)
+    assert (e.state, e.exit_reason) == ("removed", reason)
+    assert listed(cli, now="2026-03-05T16:00:00Z") == []

@@ -178,11 +178,17 @@ def suppress_add(state: CliState, value: str, kind: str | None, reason: str, cha
                                          channel=channel, default_region=region)
         except LeadDataError as exc:
             raise UserError(str(exc)) from None
-        if created:
-            audit.record(session, actor=audit.cli_actor(), action="suppression.add", object_type="suppression",
-                         object_id=entry.id, at=rt.now(), kind=kind, channel=channel, reason=reason)
         shown = entry.value or "(erased)"
+        # Also when it already existed: enrollments started before this command may still be live.
+        done = suppressions.enforce(session, [(kind, entry.value or "", channel)] if entry.value else [],
+                                    reason=suppressions.describe(kind, entry.value, channel, entry.reason),
+                                    now=rt.now(), plugins=rt.plugins)
+        if created or done.enrollments_ended or done.tasks_closed:
+            audit.record(session, actor=audit.cli_actor(), action="suppression.add", object_type="suppression",
+                         object_id=entry.id, at=rt.now(), kind=kind, channel=channel, reason=reason,
+                         enrollments_ended=done.enrollments_ended, tasks_closed=done.tasks_closed)
     click.echo(f"{'suppressed' if created else 'already suppressed'}: {kind} {shown} on {_scope(channel)}")
+    _say_enforced(done)
 
 
 @suppress.command("remove")
@@ -236,13 +242,22 @@ def suppress_import(state: CliState, file: Path, channel: str) -> None:
                                              default_region=rt.settings.leads.default_region, channel=channel)
         except (CsvFormatError, LeadDataError) as exc:
             raise UserError(str(exc)) from None
+        done = suppressions.enforce(session, report.entries, reason=f"listed in the suppression import {file.name}",
+                                    now=rt.now(), plugins=rt.plugins)
         audit.record(session, actor=audit.cli_actor(), action="suppression.import", object_type="suppression",
-                     at=rt.now(), file=file.name, added=report.added, rejected=len(report.rejected))
+                     at=rt.now(), file=file.name, added=report.added, rejected=len(report.rejected),
+                     enrollments_ended=done.enrollments_ended, tasks_closed=done.tasks_closed)
     for problem in report.rejected:
         click.echo(str(problem))
     click.echo(f"added {report.added}, already suppressed {report.existing}, rejected {len(report.rejected)}")
+    _say_enforced(done)
     if report.rejected:
         sys.exit(1)
+
+
+def _say_enforced(done: suppressions.Enforcement) -> None:
+    if done.enrollments_ended or done.tasks_closed:
+        click.echo(f"ended {done.enrollments_ended} enrollment(s), closed {done.tasks_closed} open task(s)")
 
 
 def _scope(channel: str) -> str:

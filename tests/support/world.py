@@ -33,6 +33,21 @@ timezone = "UTC"
 holidays = "none"
 """
 
+# A call the rep makes (a task), then an email a day later.
+CALLS = 'name = "calls"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "call"
+channel = "voice"
+body = "Call {{ lead.first_name }} at {{ lead.phone }}."
+
+[[steps]]
+key = "after"
+channel = "email"
+wait = "1d"
+subject = "After our call"
+body = "Hi {{ lead.first_name }}, thanks for your time."
+"""
+
 
 def utc(text: str) -> datetime:
     """An aware UTC datetime from ISO text such as 2026-03-02T14:00:00Z."""
