@@ -189,6 +189,7 @@ _REASON_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         r"utilisateur inconnu", r"destinataire inconnu", r"mailbox unknown", r"account (is )?not exist",
         r"\bbad-?rcpt", r"validrcptto", r"badrecipientto", r"nonexistent", r"non-existent",
         r"unknown or illegal alias", r"not (have|having) a mailbox", r"access denied\. invalid",
+        r"account that you tried to reach does not exist",  # Gmail's 550 5.1.1
     )),
     ("filtered", (
         r"filtered", r"refused by (the )?recipient", r"recipient.{0,20}refus", r"due to .{0,20}(user|recipient)'?s? (preference|setting)",
@@ -308,7 +309,7 @@ _BOUNCE_SUBJECT_RE = re.compile(
     r"returned to sender|could not (be )?deliver|delivery problem|warning: could not|"
     r"message (not delivered|delayed|rejected|undeliverable)|delivery report|delivery (error|incomplete|delayed)|"
     r"mail failure|bounced? (mail|message|notification)|error sending|sending failed|failed delivery|unable to deliver|"
-    r"\bdelayed (mail|message|delivery)\b|mail failed|returning to sender|mail loop|loop detected|"
+    r"\bdelayed (mail|message|delivery)\b|mail failed|returning to sender|"
     # Russian (mail.ru, Yandex, Exchange ru), German, French, Spanish, Italian, Portuguese, Dutch, Polish.
     r"недоставлен|не доставлен|ошибка доставки|не удалось доставить|возвращ[её]нное (письмо|сообщение)|"
     r"уведомление о (статусе )?доставк|"
@@ -336,6 +337,13 @@ _BOUNCE_BODY_RE = re.compile(
     r"n'a pas pu être (remis|distribué)|no (se )?pudo (ser )?entregad|non è stato possibile recapitare|"
     r"não foi possível entregar|kon niet worden bezorgd|nie (może|mogła) zostać dostarczon|"
     r"配信できませんでした|届きませんでした|无法投递|无法送达|退回",
+    re.I,
+)
+# Notices about mail that say nothing failed for a recipient: mailing-list loop and moderation
+# alerts (Mailman, Sympa, Google Groups), read receipts.
+_NOTICE_SUBJECT_RE = re.compile(
+    r"mail loop|loop (detected|alert)|looping|held for moderation|awaits? moderator|moderator approval|"
+    r"read receipt|return receipt|прочитано:|уведомление о прочтении",
     re.I,
 )
 _COMPLAINT_SUBJECT_RE = re.compile(r"complaint about message|abuse report|spam report|feedback report", re.I)
@@ -1188,6 +1196,8 @@ def _notice_signal(msg: email.message.Message, subject: str, parts: _Parts) -> s
         return f"sent by a mail system ({sender[:120]})"
     if not _REPLY_PREFIX_RE.match(subject) and _BOUNCE_SUBJECT_RE.search(subject):
         return "delivery-notice subject"
+    if not _REPLY_PREFIX_RE.match(subject) and _NOTICE_SUBJECT_RE.search(subject):
+        return "mail-system notice subject"
     return ""
 
 
