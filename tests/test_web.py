@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from sequencer import hookimpl, optouts
 from sequencer.config import load_settings
-from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Suppression, Touch
+from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Suppression, Task, Touch
 from sequencer.runtime import Runtime
 from sequencer.web import create_app
 from sequencer.web.unsubscribe import mask_email, mask_phone
@@ -94,7 +94,7 @@ def test_healthz_reports_an_unreachable_database(settings, clock, tmp_path) -> N
     assert "OperationalError" in response.json["database"]
 
 
-def test_overview_shows_cadences_counts_and_recent_touches(runtime, client, lead_id) -> None:
+def test_overview_shows_cadences_and_counts_but_nothing_about_a_lead(runtime, client, lead_id) -> None:
     now = runtime.now()
     with runtime.session() as session:
         cadence = session.scalars(sa.select(Cadence).where(Cadence.name == "Outbound Q2")).one()
@@ -102,18 +102,28 @@ def test_overview_shows_cadences_counts_and_recent_touches(runtime, client, lead
                          wait="0d", subject="Quick question"))
         session.add(Cadence(name="Outbound Q2", version=2, state="active", schedule={}, exit_rules={},
                             definition_hash="y", created_at=now))
+        lead = session.get(Lead, lead_id)
+        lead.first_name, lead.last_name, lead.phone, lead.company = "Janet", "Doerinsky", "+12125550199", "Acme Widgets"
         enrollment = session.scalars(sa.select(Enrollment).where(Enrollment.lead_id == lead_id)).one()
-        session.add(Touch(enrollment_id=enrollment.id, step_key="intro", lead_id=lead_id, channel="email",
-                          status="sent", subject="Quick question about <Acme>", sent_at=now,
-                          created_at=now, updated_at=now))
+        touch = Touch(enrollment_id=enrollment.id, step_key="intro", lead_id=lead_id, channel="email",
+                      status="sent", subject="Quick question about the Widget plan", body_text="Hi Janet",
+                      sent_at=now, created_at=now, updated_at=now)
+        session.add(touch)
+        session.flush()
+        session.add(Task(lead_id=lead_id, touch_id=touch.id, kind="reply", title="Reply from Janet Doerinsky",
+                         due_at=now, created_at=now))
     response = client.get("/")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert "Outbound Q2" in page
     assert "v2" in page and "v1" not in page  # the latest version only
-    assert "Quick question about &lt;Acme&gt;" in page  # subjects are escaped
-    assert "Jane.Doe@Example.com" in page
-    assert "active</span> 1" in page
+    assert "active</span> 1" in page  # enrollments by state
+    assert "sent</span> 1" in page  # touches by channel and status
+    assert "Open tasks: 1" in page
+    # No login yet: nothing that names, reaches or quotes a lead.
+    for private in ("Jane.Doe", "example.com", "Janet", "Doerinsky", "2125550199", "Acme Widgets",
+                    "Widget plan", "Hi Janet"):
+        assert private.lower() not in page.lower(), private
     assert "/static/sequencer.css" in page
     with client.get("/static/sequencer.css") as css:
         assert css.status_code == 200 and b"font-family" in css.data

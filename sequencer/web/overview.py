@@ -1,27 +1,31 @@
-"""/: a read-only overview of cadences and recent touches.
+"""/: a read-only overview of cadences and what went out, in aggregate counts only.
 
-There is no login yet (UI auth is a later issue), so this page only reads: it must
-never gain a form or an action before authentication is in place.
+There is no login yet (UI auth is a later issue), so this page shows nothing about any one
+lead: no names, addresses, phone numbers or subjects, only counts. It must never gain a
+form, an action or a per-lead row before authentication is in place.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, render_template
 
-from sequencer.models import Cadence, Enrollment, Lead, Touch
+from sequencer.models import Cadence, Enrollment, Task, Touch
 from sequencer.web import get_runtime
 
 bp = Blueprint("overview", __name__)
 
-RECENT_TOUCHES = 20
+# The window of the touch counts.
+TOUCH_WINDOW = timedelta(days=7)
 
 
 @bp.get("/")
 def index() -> str:
-    """Show each cadence's latest version with enrollment counts by state, and the latest touches."""
+    """Show each cadence's latest version with enrollment counts by state, touch counts and open tasks."""
     runtime = get_runtime()
+    now = runtime.now()
     with runtime.session() as session:
         latest = (sa.select(Cadence.name, sa.func.max(Cadence.version).label("version"))
                   .group_by(Cadence.name).subquery())
@@ -37,10 +41,13 @@ def index() -> str:
         ):
             # The column hands back EnrollmentState members; the page shows their values.
             counts[name][getattr(state, "value", state)] = count
-        touches = session.execute(
-            sa.select(Touch, Lead.email).join(Lead, Lead.id == Touch.lead_id)
-            .order_by(Touch.created_at.desc(), Touch.id.desc())
-            .limit(RECENT_TOUCHES)
-        ).all()
-        return render_template("overview.html", cadences=cadences, counts=counts, touches=touches,
-                               now=runtime.now())
+        touches: dict[str, dict[str, int]] = defaultdict(dict)
+        for channel, status, count in session.execute(
+            sa.select(Touch.channel, Touch.status, sa.func.count())
+            .where(Touch.created_at > now - TOUCH_WINDOW)
+            .group_by(Touch.channel, Touch.status)
+        ):
+            touches[channel][getattr(status, "value", status)] = count
+        open_tasks = session.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.state == "open"))
+        return render_template("overview.html", cadences=cadences, counts=counts, touches=dict(touches),
+                               touch_days=TOUCH_WINDOW.days, open_tasks=open_tasks, now=now)
