@@ -190,7 +190,7 @@ def poll_mailbox(runtime: Runtime, mailbox_id: int) -> PollResult:
 
 def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: dict[str, Any], validity: int,
               result: PollResult, warnings: list[str]) -> None:
-    from sequencer.inbound import handle_email, message_id_of, recorded_event
+    from sequencer.inbound import act_once, is_temporary, message_id_of
 
     with runtime.session() as session:
         mailbox = session.get(Mailbox, mailbox_id)
@@ -205,31 +205,42 @@ def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: 
         return
     for uid in uids[:MAX_PER_POLL]:
         raw = _fetch(conn, uid)
-        with runtime.session() as session:
-            # The row lock makes concurrent pollers of one mailbox take turns; the loser sees the UID done.
-            mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
-            done = (mailbox.imap_last_uid or 0) if mailbox.imap_uidvalidity == validity else 0
-            if uid <= done:
-                continue
-            message_id = message_id_of(raw) if raw is not None else None
-            existing = recorded_event(session, message_id)
-            if raw is None:
-                row = {"uid": uid, "kind": None, "note": "gone from the server before it was read"}
-            elif existing is not None:
-                result.skipped += 1
-                row = {"uid": uid, "kind": existing.kind, "lead_id": existing.lead_id, "message_id": message_id,
-                       "note": "already recorded; not acted on again"}
-            else:
-                try:
-                    handled = handle_email(session, raw, now=runtime.now(), plugins=runtime.plugins)
-                except Exception as exc:
-                    log.exception("mailbox %s: message UID %s could not be handled", result.mailbox, uid)
-                    raise PollFailed(f"message UID {uid} in {settings.get('folder', 'INBOX')} could not be "
-                                     f"handled ({type(exc).__name__}: {exc}); it will be tried again") from exc
-                result.fetched += 1
-                row = {"uid": uid, "kind": handled.kind, "lead_id": handled.lead_id, "message_id": message_id,
-                       "actions": handled.actions}
-            mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, uid
+        try:
+            with runtime.session() as session:
+                # The row lock makes concurrent pollers of one mailbox take turns; the loser sees the UID done.
+                mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
+                done = (mailbox.imap_last_uid or 0) if mailbox.imap_uidvalidity == validity else 0
+                if uid <= done:
+                    continue
+                if raw is None:
+                    row = {"uid": uid, "kind": None, "note": "gone from the server before it was read"}
+                else:
+                    # Never raises for what the message says: one that cannot be acted on is recorded as such.
+                    handled = act_once(runtime, session, raw)
+                    row = {"uid": uid, "kind": handled.kind, "lead_id": handled.lead_id,
+                           "message_id": message_id_of(raw), "actions": handled.actions}
+                    if handled.duplicate:
+                        result.skipped += 1
+                        row["note"] = "already recorded; not acted on again"
+                    else:
+                        result.fetched += 1
+                    if handled.unmatched:
+                        row["unmatched"] = handled.unmatched
+                mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, uid
+        except Exception as exc:
+            folder = settings.get("folder", "INBOX")
+            if is_temporary(exc):
+                # Nothing was committed: the UID stays unread and the poll is tried again after a backoff.
+                log.warning("mailbox %s: message UID %s could not be handled: %s", result.mailbox, uid, exc)
+                raise PollFailed(f"message UID {uid} in {folder} could not be handled "
+                                 f"({type(exc).__name__}: {exc}); it will be tried again") from exc
+            # Even recording failed, and would fail again: pass the message over so the mail behind it is read.
+            log.exception("mailbox %s: message UID %s could not be recorded", result.mailbox, uid)
+            _advance(runtime, mailbox_id, validity, uid)
+            problem = (f"message UID {uid} in {folder} could not be recorded ({type(exc).__name__}: {exc}); "
+                       "passed over, read it on the server")
+            warnings.append(problem)
+            row = {"uid": uid, "kind": None, "note": problem}
         result.messages.append(row)
         if raw is not None:
             problem = _dispose(conn, uid, settings)
@@ -373,6 +384,8 @@ def _move(conn: imaplib.IMAP4, uid: int, folder: str) -> str | None:
 def _advance(runtime: Runtime, mailbox_id: int, validity: int, uid: int) -> None:
     with runtime.session() as session:
         mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
+        if mailbox.imap_uidvalidity == validity and (mailbox.imap_last_uid or 0) >= uid:
+            return  # another poller got further meanwhile
         mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, uid
 
 

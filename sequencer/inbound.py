@@ -1,14 +1,15 @@
 """Acting on inbound mail: replies end cadences, auto-replies pause them, bounces and complaints by cause."""
 from __future__ import annotations
 
-import email.policy
+import dataclasses
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -17,13 +18,37 @@ import sqlalchemy.orm as so
 from sequencer import suppressions
 from sequencer.calendar import LocalCalendar, Window
 from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
-from sequencer.leads import FREE_MAIL_DOMAINS
-from sequencer.mailreading import MailReading, as_dict, read_message
+from sequencer.leads import FREE_MAIL_DOMAINS, LeadDataError, email_key
+from sequencer.mailreading import AddressReading, MailReading, as_dict, read_message
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch, User
 from sequencer.optouts import opt_out
 
 if TYPE_CHECKING:
     from sequencer.plugins import Plugins
+    from sequencer.runtime import Runtime
+
+log = logging.getLogger(__name__)
+_Reading = TypeVar("_Reading", MailReading, AddressReading)
+
+# Database failures that a later try can get past: the server down or restarting, a lock or a
+# serialization conflict, a pool with no free connection. Anything else fails the same way again.
+_TEMPORARY = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError)
+# Kinds written by a person: only for these does the sender's address say which lead it is.
+# A bounce or notification comes from a mail system (postmaster@ the lead's company is not the lead).
+_PERSON_KINDS = ("reply", "auto_reply", "unknown")
+# Reads a message's own header block; compat32 never raises on a malformed address.
+_HEADERS = BytesHeaderParser(policy=compat32)
+# The longest Message-ID the inbound_events column holds; longer ones are kept cut to it, on
+# recording and on looking up alike, so a retried delivery still finds the first.
+_MESSAGE_ID_CHARS = InboundEvent.message_id.type.length
+# How many Message-IDs one query looks up: a References header of 100 KB names thousands,
+# more than SQLite lets one statement bind.
+_REFERENCES_PER_QUERY = 500
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Tell a failure worth trying again later (the database unreachable or busy) from one that would recur."""
+    return isinstance(exc, _TEMPORARY) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 @dataclass
@@ -31,19 +56,90 @@ class InboundResult:
     kind: str
     lead_id: int | None = None
     actions: list[str] = field(default_factory=list)
+    # Why the message could not be acted on (no recipient named, no lead, unreadable...), else None.
+    unmatched: str | None = None
+    # True when this Message-ID was already recorded and nothing was done again.
+    duplicate: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        """Return what the pipe prints and the HTTP hook answers."""
+        data: dict[str, object] = {"kind": self.kind, "lead_id": self.lead_id, "actions": self.actions}
+        if self.unmatched:
+            data["unmatched"] = self.unmatched
+        if self.duplicate:
+            data["duplicate"] = True
+        return data
+
+
+class InboundUnavailable(Exception):
+    """Acting on a message failed for a reason that passes (the database); the message says so. Try it again."""
+
+
+def receive_email(runtime: Runtime, raw: bytes) -> InboundResult:
+    """Act once on one message that arrived (MTA pipe, HTTP hook) in a transaction of its own.
+
+    Raises InboundUnavailable only for a temporary failure, so the sender keeps the message
+    and delivers it again; see act_once.
+    """
+    try:
+        with runtime.session() as session:
+            return act_once(runtime, session, raw)
+    except Exception as exc:
+        if not is_temporary(exc):
+            raise
+        raise InboundUnavailable(f"the database is unavailable, try again later: {getattr(exc, 'orig', exc)}") from exc
+
+
+def act_once(runtime: Runtime, session: so.Session, raw: bytes) -> InboundResult:
+    """Act on one arriving message once per Message-ID; raise only for a temporary failure.
+
+    Acting that fails for a reason a retry would not cure (a value the database refuses, a
+    plugin's error) is undone and the message recorded as unmatched with the error, so the
+    mail behind it still gets read. A temporary failure (see is_temporary) propagates: the
+    caller leaves the message where it is, to be tried again.
+    """
+    message_id = message_id_of(raw)
+    existing = recorded_event(session, message_id)
+    if existing is not None:
+        # MTAs, providers and pollers deliver again after a timeout: act once per Message-ID.
+        return InboundResult(kind=existing.kind, lead_id=existing.lead_id, duplicate=True)
+    now = runtime.now()
+    try:
+        with session.begin_nested():
+            return handle_email(session, raw, now=now, plugins=runtime.plugins,
+                                out_of_office_days=runtime.settings.inbound.out_of_office_default_days)
+    except Exception as exc:
+        if is_temporary(exc):
+            raise
+        log.exception("inbound message %s could not be acted on", message_id or "without a Message-ID")
+        why = f"acting on it failed ({type(exc).__name__}: {exc}); a person must read it and act"
+        event = InboundEvent(kind="unknown", channel="email", received_at=now, message_id=message_id,
+                             summary=_storable(f"unmatched: {why}")[:1000],
+                             classification={"unmatched": _storable(why)}, raw=_raw_text(raw))
+        session.add(event)
+        session.flush()
+        return InboundResult(kind=event.kind, unmatched=why)
 
 
 def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plugins,
                  out_of_office_days: int = 3) -> InboundResult:
-    """Read one RFC 5322 message, record it against the lead, and act on that reading."""
-    reading = read_message(raw, today=now.date())
+    """Read one RFC 5322 message, record it against the lead, and act on that reading.
+
+    What the message says never makes this raise: a message that cannot be acted on (a
+    complaint naming no recipient, an address we never wrote to, a notification, an
+    unreadable message) is recorded with the reason in `InboundResult.unmatched`, and each
+    recipient of a bounce is acted on by itself, so one bad address stops no other.
+    """
+    reading = _storable_reading(read_message(raw, today=now.date()))
     touch = _match_touch(session, reading.references)
-    lead = (session.get(Lead, touch.lead_id) if touch
-            else _lead_by_email(session, reading.sender) or _lead_by_account(session, reading.sender))
+    lead = session.get(Lead, touch.lead_id) if touch else None
+    if lead is None and reading.kind in _PERSON_KINDS:
+        lead = _lead_by_email(session, reading.sender) or _lead_by_account(session, reading.sender)
+    mailbox = session.get(Mailbox, touch.mailbox_id) if touch and touch.mailbox_id else _our_mailbox(session, raw)
     result = InboundResult(kind=reading.kind, lead_id=lead.id if lead else None)
     sentiment = plugins.hook.classify_reply(text=reading.reply_text) if reading.kind == "reply" else None
     if reading.kind in ("bounce", "complaint"):
-        _act_on_failures(session, reading, touch, _our_mailbox(session, raw), now, plugins, result)
+        _act_on_failures(session, reading, touch, mailbox, now, plugins, result)
     elif lead is not None and reading.kind == "reply":
         _act_on_reply(session, reading, lead, touch, now, plugins, result)
     elif lead is not None and reading.kind == "auto_reply":
@@ -53,13 +149,15 @@ def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plu
         if touch.status == "sent":
             touch.status = "delivered"
         result.actions.append(f"touch {touch.id} delivered")
+    else:
+        result.unmatched = _why_not_acted_on(reading)
     event = InboundEvent(
         kind=reading.kind, channel="email", received_at=now, lead_id=result.lead_id,
-        touch_id=touch.id if touch else None, mailbox_id=touch.mailbox_id if touch else None,
-        message_id=reading.message_id or None, summary=_summary(reading, result),
+        touch_id=touch.id if touch else None, mailbox_id=mailbox.id if mailbox else None,
+        message_id=message_id_of(raw), summary=_summary(reading, result),
         classification={**as_dict(reading), "sentiment": sentiment or reading.sentiment, "actions": result.actions,
-                        "cause": _cause(reading)},
-        raw=raw.decode("utf-8", errors="replace"),
+                        "cause": _cause(reading), "unmatched": result.unmatched},
+        raw=_raw_text(raw),
     )
     session.add(event)
     session.flush()
@@ -68,13 +166,13 @@ def handle_email(session: so.Session, raw: bytes, *, now: datetime, plugins: Plu
 
 
 def message_id_of(raw: bytes) -> str | None:
-    """Return the message's own <Message-ID>, as handle_email records it."""
+    """Return the message's own <Message-ID>, as handle_email records it (cut to what the column holds)."""
     try:
-        value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Message-ID", "")
+        value = _HEADERS.parsebytes(raw).get("Message-ID", "")
     except Exception:  # a header too broken to parse has no usable id
         return None
     found = re.search(r"<[^<>\s]+>", str(value))
-    return found.group(0) if found else None
+    return _storable(found.group(0))[:_MESSAGE_ID_CHARS] if found else None
 
 
 def recorded_event(session: so.Session, message_id: str | None) -> InboundEvent | None:
@@ -140,42 +238,73 @@ def _next_working_morning(back: date, lead: Lead) -> datetime:
     return datetime.combine(day, time(0, 0), ZoneInfo(zones[0])).astimezone(ZoneInfo("UTC"))
 
 
-def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, our_mailbox: Mailbox | None,
+def _act_on_failures(session: so.Session, reading: MailReading, touch: Touch | None, mailbox: Mailbox | None,
                      now: datetime, plugins: Plugins, result: InboundResult) -> None:
+    """Act on each recipient a bounce or complaint names that we wrote to, each apart from the others.
+
+    An address that is no lead's and that the message ties to none of our messages is left
+    alone: it is backscatter (mail forged in our name) or a report about someone else, and
+    acting on it would suppress strangers or hold a mailbox for a forger's failures.
+    """
+    ignored: list[str] = []
+    acted = 0
     for address in reading.addresses:
+        if not address.address.strip():
+            continue
+        try:
+            email_key(address.address)
+        except LeadDataError:
+            ignored.append(f"'{address.address}', which is not an email address")
+            continue
         lead = _lead_by_email(session, address.address) or (session.get(Lead, touch.lead_id) if touch else None)
-        if lead is not None:
-            result.lead_id = result.lead_id or lead.id
-        why = f"{address.status} {address.reason}".strip()
-        if address.cause == "recipient_invalid":
-            suppressions.add(session, "email", address.address, reason=f"invalid address: {why}"[:1000],
-                             source="bounce", now=now)
-            if lead is not None:
-                lead.email_invalid = True
-                end_for_lead(session, lead, state="bounced", reason=f"invalid address: {why}"[:200], now=now,
-                             plugins=plugins)
-            if touch is not None:
-                touch.status, touch.provider_status, touch.error = "failed", "bounced", why
-            result.actions.append(f"suppressed {address.address} (invalid address)")
-        elif address.cause == "complaint":
-            if reading.suppress and lead is not None:
-                opt_out(session, lead, now=now, source="complaint", detail=why, plugins=plugins)
-                result.actions.append(f"opted out {address.address} (complaint)")
-            elif reading.suppress:
-                suppressions.add(session, "email", address.address, reason=f"complaint: {why}", source="complaint",
-                                 now=now)
-                result.actions.append(f"suppressed {address.address} (complaint)")
-        elif address.cause == "sender_problem":
-            mailbox = session.get(Mailbox, touch.mailbox_id) if touch and touch.mailbox_id else our_mailbox
-            if mailbox is not None and mailbox.state != "held":
-                _hold_mailbox(session, mailbox, f"a bounce blamed our sending setup: {why}", now)
-                result.actions.append(f"held mailbox {mailbox.address}")
-        elif address.cause == "transient" and touch is not None:
-            if _retry_touch(session, touch, now, why):
-                result.actions.append(f"touch {touch.id} will be retried")
-        elif address.cause == "other" and touch is not None:
+        if lead is None:
+            ignored.append(f"{address.address}, to whom we never wrote")
+            continue
+        acted += 1
+        result.lead_id = result.lead_id or lead.id
+        try:
+            with session.begin_nested():
+                _act_on_failure(session, reading, address, lead, touch, mailbox, now, plugins, result)
+        except Exception as exc:
+            if is_temporary(exc):
+                raise
+            log.exception("inbound %s: acting on %s failed", reading.kind, address.address)
+            result.actions.append(f"could not act on {address.address}: {type(exc).__name__}: {exc}")
+    if acted:
+        result.actions += [f"ignored {why}" for why in ignored]
+    elif ignored:
+        result.unmatched = f"the {reading.kind} names no recipient we wrote to, only " + "; ".join(ignored)
+    else:
+        result.unmatched = f"the {reading.kind} names no recipient"
+
+
+def _act_on_failure(session: so.Session, reading: MailReading, address: AddressReading, lead: Lead,
+                    touch: Touch | None, our_mailbox: Mailbox | None, now: datetime, plugins: Plugins,
+                    result: InboundResult) -> None:
+    """Act on one failed recipient of ours by the cause of its failure."""
+    why = f"{address.status} {address.reason}".strip()
+    if address.cause == "recipient_invalid":
+        suppressions.add(session, "email", address.address, reason=f"invalid address: {why}"[:1000],
+                         source="bounce", now=now)
+        lead.email_invalid = True
+        end_for_lead(session, lead, state="bounced", reason=f"invalid address: {why}"[:200], now=now,
+                     plugins=plugins)
+        if touch is not None:
             touch.status, touch.provider_status, touch.error = "failed", "bounced", why
-            result.actions.append(f"touch {touch.id} failed: {why}")
+        result.actions.append(f"suppressed {address.address} (invalid address)")
+    elif address.cause == "complaint" and reading.suppress:
+        opt_out(session, lead, now=now, source="complaint", detail=why, plugins=plugins)
+        result.actions.append(f"opted out {address.address} (complaint)")
+    elif address.cause == "sender_problem":
+        if our_mailbox is not None and our_mailbox.state != "held":
+            _hold_mailbox(session, our_mailbox, f"a bounce blamed our sending setup: {why}", now)
+            result.actions.append(f"held mailbox {our_mailbox.address}")
+    elif address.cause == "transient" and touch is not None:
+        if _retry_touch(session, touch, now, why):
+            result.actions.append(f"touch {touch.id} will be retried")
+    elif address.cause == "other" and touch is not None:
+        touch.status, touch.provider_status, touch.error = "failed", "bounced", why
+        result.actions.append(f"touch {touch.id} failed: {why}")
 
 
 def _hold_mailbox(session: so.Session, mailbox: Mailbox, reason: str, now: datetime) -> None:
@@ -189,13 +318,18 @@ def _hold_mailbox(session: so.Session, mailbox: Mailbox, reason: str, now: datet
 
 
 def _our_mailbox(session: so.Session, raw: bytes) -> Mailbox | None:
-    """Find which of our mailboxes a bounce came back to (its To), when it names none of our messages."""
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
-    addresses = [a.lower() for _, a in getaddresses([str(headers.get("To", "")), str(headers.get("Delivered-To", ""))])
-                 if a]
-    if not addresses:
+    """Find which of our mailboxes a message came to (its To), when it names none of our messages."""
+    try:
+        headers = _HEADERS.parsebytes(raw)
+        named = {a.strip().lower() for _, a in getaddresses([str(v) for v in headers.get_all("To", [])
+                                                             + headers.get_all("Delivered-To", [])]) if a}
+    except Exception:  # a header too broken to parse names no mailbox
         return None
-    return session.scalar(sa.select(Mailbox).where(sa.func.lower(Mailbox.address).in_(addresses)).limit(1))
+    if not named:
+        return None
+    # Our mailboxes are few while a To header can name thousands: match them in Python.
+    mailboxes = session.scalars(sa.select(Mailbox).order_by(Mailbox.id))
+    return next((m for m in mailboxes if m.address.lower() in named), None)
 
 
 def _retry_touch(session: so.Session, touch: Touch, now: datetime, why: str) -> bool:
@@ -217,9 +351,10 @@ def _retry_touch(session: so.Session, touch: Touch, now: datetime, why: str) -> 
 
 def _match_touch(session: so.Session, references: tuple[str, ...]) -> Touch | None:
     """Find our touch by the Message-IDs the message refers to, newest reference first."""
-    if not references:
-        return None
-    touches = {t.message_id: t for t in session.scalars(sa.select(Touch).where(Touch.message_id.in_(references)))}
+    touches: dict[str | None, Touch] = {}
+    for start in range(0, len(references), _REFERENCES_PER_QUERY):
+        chunk = references[start:start + _REFERENCES_PER_QUERY]
+        touches.update((t.message_id, t) for t in session.scalars(sa.select(Touch).where(Touch.message_id.in_(chunk))))
     return next((touches[ref] for ref in references if ref in touches), None)
 
 
@@ -245,8 +380,51 @@ def _cause(reading: MailReading) -> str | None:
     return ",".join(sorted(causes)) if causes else None
 
 
+def _why_not_acted_on(reading: MailReading) -> str:
+    """Say why a message that is no bounce or complaint was not acted on."""
+    if reading.kind == "notification":
+        return "a delivery or system notification that names no failed recipient; a person should read it"
+    if reading.kind == "delivery_report":
+        return "the report refers to none of our messages"
+    if reading.kind in ("reply", "auto_reply"):
+        return "it refers to none of our messages and no lead has the sender's address"
+    return "it could not be read as a reply, auto-reply, bounce, complaint or report"
+
+
 def _summary(reading: MailReading, result: InboundResult) -> str:
     if reading.kind == "reply":
-        return reading.reply_text[:500]
-    parts = [f"{a.address}: {a.cause} {a.status} {a.reason}".strip() for a in reading.addresses]
-    return "; ".join(parts + result.actions)[:1000] or reading.subject
+        text = reading.reply_text[:500]
+    else:
+        parts = [f"{a.address}: " + " ".join(filter(None, (a.cause, a.status, a.reason)))
+                 for a in reading.addresses if a.address]
+        text = "; ".join(parts + result.actions)[:1000] or reading.subject
+    if result.unmatched:
+        text = f"unmatched: {result.unmatched}" + (f" - {text}" if text else "")
+    return text[:1000]
+
+
+def _raw_text(raw: bytes) -> str:
+    """Return the raw message as the text kept for audit."""
+    return _storable(raw.decode("utf-8", errors="replace"))
+
+
+def _storable(text: str) -> str:
+    """Return text every database stores: without NUL (PostgreSQL refuses it) and lone surrogates.
+
+    The email package keeps undecodable header bytes as lone surrogates, which no UTF-8
+    encoder accepts.
+    """
+    return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _storable_reading(reading: MailReading) -> MailReading:
+    """Return the reading with every text in it, and in its addresses, storable."""
+    return dataclasses.replace(_storable_texts(reading), references=tuple(_storable(r) for r in reading.references),
+                               addresses=tuple(_storable_texts(a) for a in reading.addresses))
+
+
+def _storable_texts(value: _Reading) -> _Reading:
+    """Return a copy of a reading dataclass with each of its text fields storable."""
+    texts = {f.name: _storable(text) for f in dataclasses.fields(value)
+             if isinstance(text := getattr(value, f.name), str)}
+    return dataclasses.replace(value, **texts)

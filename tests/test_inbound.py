@@ -1,6 +1,7 @@
 """Inbound mail acting on enrollments: replies and their exit scope, opt-outs, auto-replies, bounces, complaints."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from email.message import EmailMessage
 from pathlib import Path
@@ -8,7 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sequencer import hookimpl, suppressions
+from sequencer import inbound as inbound_module
+from sequencer.inbound import act_once
 from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, Touch
+from tests.conftest import Cli, write_config
 from tests.support.world import (
     ALWAYS_OPEN,
     REP,
@@ -317,3 +322,172 @@ def test_unmatched_message_is_recorded(cli, world, runtime, tmp_path, smtp_sink)
     assert (event.kind, event.lead_id, event.touch_id) == ("reply", None, None)
     assert "Who is this?" in event.raw
     assert set(states(runtime).values()) == {"active"}
+
+
+# -- messages that cannot be acted on ---------------------------------------------------------
+
+def arf_naming_nobody() -> bytes:
+    """A feedback-loop report that neither names the recipient nor returns our message (some ISPs redact both)."""
+    return (
+        "From: Feedback Loop <fbl@isp.example>\r\nTo: rep@acme.example\r\n"
+        "Subject: Email Feedback Report for IP 192.0.2.10\r\nMessage-ID: <fbl-redacted@isp.example>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
+        "--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\nSource-IP: 192.0.2.10\r\n\r\n"
+        "--F--\r\n"
+    ).encode()
+
+
+def unmatched_events(runtime) -> list[tuple[str, int | None, str]]:
+    with runtime.session() as s:
+        return [(e.kind, e.lead_id, e.summary) for e in s.scalars(sa.select(InboundEvent).order_by(InboundEvent.id))
+                if e.classification.get("unmatched")]
+
+
+def nothing_changed(runtime) -> None:
+    with runtime.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
+        assert s.scalar(sa.select(sa.func.count()).select_from(Task)) == 0
+    assert set(states(runtime).values()) == {"active"}
+
+
+def test_complaint_naming_no_recipient_is_recorded_not_a_crash(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path)
+    result = inbound(cli, tmp_path, arf_naming_nobody())  # exits 0: `inbound` asserts it
+    assert result["kind"] == "complaint" and result["unmatched"] == "the complaint names no recipient"
+    assert unmatched_events(runtime) == [("complaint", None, "unmatched: the complaint names no recipient - "
+                                                            "Email Feedback Report for IP 192.0.2.10")]
+    nothing_changed(runtime)
+
+
+def test_bounce_for_an_address_we_never_wrote_to_is_left_alone(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    """Backscatter: mail forged in our name bounces; neither the stranger nor our mailbox is acted on."""
+    start(cli, tmp_path)
+    forged = EmailMessage()
+    forged["From"], forged["To"], forged["Subject"] = REP, "stranger@elsewhere.example", "Cheap pills"
+    forged["Message-ID"] = "<forged@spam.example>"
+    for status, diagnostic in (("5.1.1", "550 5.1.1 <stranger@elsewhere.example>: user unknown"),
+                               ("5.7.26", DMARC_FAILURE)):
+        result = inbound(cli, tmp_path, dsn(forged, "stranger@elsewhere.example", status, diagnostic))
+        assert result["kind"] == "bounce" and result["actions"] == []
+        assert result["unmatched"] == ("the bounce names no recipient we wrote to, only "
+                                       "stranger@elsewhere.example, to whom we never wrote")
+    assert len(unmatched_events(runtime)) == 2
+    nothing_changed(runtime)
+    [mailbox] = json.loads(cli("mailboxes", "list", "--format", "json").output)
+    assert mailbox["state"] != "held"
+
+
+def test_each_recipient_of_a_bounce_is_acted_on_by_itself(cli, world, runtime, tmp_path, smtp_sink,
+                                                          monkeypatch) -> None:
+    start(cli, tmp_path)
+    bare = EmailMessage()  # a report that returns none of our Message-IDs: each address speaks for itself
+    bare["From"], bare["To"], bare["Subject"] = REP, "ann@corp.example", "Question"
+    report = dsn(bare, "ann@corp.example", "5.1.1", "550 5.1.1 user unknown")
+    # Two more failed recipients in the same report: ben (ours) and a stranger.
+    report = report.replace(b"--B\r\nContent-Type: text/rfc822-headers", (
+        "\r\nFinal-Recipient: rfc822; ben@corp.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+        "\r\nFinal-Recipient: rfc822; nobody@elsewhere.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers").encode(), 1)
+    real_add = suppressions.add
+
+    def add_failing_for_ann(session, kind, value, **kwargs):
+        if value == "ann@corp.example":
+            raise ValueError("the suppression list refused ann@corp.example")
+        return real_add(session, kind, value, **kwargs)
+
+    monkeypatch.setattr(suppressions, "add", add_failing_for_ann)
+    result = inbound(cli, tmp_path, report)
+
+    assert result["kind"] == "bounce" and "unmatched" not in result
+    assert result["actions"] == [
+        "could not act on ann@corp.example: ValueError: the suppression list refused ann@corp.example",
+        "suppressed ben@corp.example (invalid address)",
+        "ignored nobody@elsewhere.example, to whom we never wrote",
+    ]
+    # Ann's half-done work is undone with her savepoint; Ben's stands; the event is recorded either way.
+    assert states(runtime) == {("ann@corp.example", "main"): "active", ("ben@corp.example", "main"): "bounced",
+                               ("zed@other.example", "main"): "active"}
+    with runtime.session() as s:
+        assert s.scalars(sa.select(Suppression.value)).all() == ["ben@corp.example"]
+        assert s.scalar(sa.select(Lead.email_invalid).where(Lead.email == "ann@corp.example")) is False
+        assert s.scalar(sa.select(sa.func.count()).select_from(InboundEvent)) == 1
+
+
+def test_notification_is_for_a_person_never_a_reply(cli, world, runtime, tmp_path, smtp_sink, monkeypatch) -> None:
+    """A mail system's notice naming no failed recipient: recorded on the lead's timeline, nothing acted on."""
+    start(cli, tmp_path)
+    ours = sent_to(smtp_sink, "ann@corp.example")["Message-ID"]
+    notice = reply(sender="Postmaster <postmaster@corp.example>", subject="Mail loop detected",
+                   body="A mail loop was detected for a message you sent.", in_reply_to=ours,
+                   headers={"Auto-Submitted": "auto-generated"})
+    # Recognising a notification is mailreading's part (tests/test_mailreading.py): here the reading
+    # is given, and only what is done with it is under test.
+    real_read = inbound_module.read_message
+    monkeypatch.setattr(inbound_module, "read_message",
+                        lambda raw, today: dataclasses.replace(real_read(raw, today=today), kind="notification"))
+    result = inbound(cli, tmp_path, notice)
+
+    assert (result["kind"], result["actions"]) == ("notification", [])
+    assert result["unmatched"].startswith("a delivery or system notification")
+    assert reply_tasks(runtime) == []
+    nothing_changed(runtime)
+    ann_id = touch_of(runtime, "ann@corp.example").lead_id
+    assert result["lead_id"] == ann_id
+    timeline = json.loads(cli("timeline", "ann@corp.example", "--format", "json").output)
+    [row] = [r for r in timeline if r["kind"] == "notification"]
+    assert row["detail"].startswith("unmatched: a delivery or system notification")
+
+    # The same notice from the lead's company but about none of our messages is no one's: postmaster@
+    # the lead's domain is not a colleague of the lead.
+    unrelated = notice.replace(ours.encode(), b"<elsewhere@corp.example>").replace(b"Message-ID: <", b"Message-ID: <2", 1)
+    assert inbound(cli, tmp_path, unrelated)["lead_id"] is None
+
+
+def test_unreadable_message_is_recorded(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    start(cli, tmp_path)
+    result = inbound(cli, tmp_path, b"\x00\xff\xfe garbage without a single header\r\n")
+    assert result["kind"] == "unknown" and result["lead_id"] is None
+    assert result["unmatched"] == "it could not be read as a reply, auto-reply, bounce, complaint or report"
+    with runtime.session() as s:
+        event = s.scalar(sa.select(InboundEvent))
+    assert "garbage without a single header" in event.raw and "\x00" not in event.raw
+    nothing_changed(runtime)
+
+
+class BrokenPlugin:
+    @hookimpl
+    def inbound_received(self, event: InboundEvent) -> None:
+        raise RuntimeError("plugin bug")
+
+
+def test_acting_that_fails_is_undone_and_recorded(cli, world, runtime, tmp_path, smtp_sink) -> None:
+    """A failure a retry would not cure (here a plugin's bug) must not make the MTA or the poller retry forever."""
+    start(cli, tmp_path)
+    raw = reply(sender="ann@corp.example", body="Yes, let's talk.",
+                in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"])
+    runtime.plugins.add_plugin(BrokenPlugin(), "broken")
+    try:
+        with runtime.session() as s:
+            result = act_once(runtime, s, raw)
+    finally:
+        runtime.plugins.remove_plugin("broken")
+    assert result.kind == "unknown"
+    assert result.unmatched == "acting on it failed (RuntimeError: plugin bug); a person must read it and act"
+    assert [kind for kind, _, _ in unmatched_events(runtime)] == ["unknown"]
+    nothing_changed(runtime)  # the reply's half-done work (its task, the enrollment's end) is undone
+    with runtime.session() as s:
+        assert act_once(runtime, s, raw).duplicate  # recorded: a redelivery is not acted on again
+
+
+def test_database_down_is_a_temporary_failure(cli, tmp_path, smtp_sink) -> None:
+    """Exit 75 (EX_TEMPFAIL): the MTA keeps the message queued and tries again."""
+    config = tmp_path / "down.toml"
+    write_config(config, db_url=f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}", smtp_port=smtp_sink.port)
+    path = tmp_path / "reply.eml"
+    path.write_bytes(reply(sender="ann@corp.example", body="Yes, let's talk."))
+    result = Cli(config)("inbound", "email", str(path), expect=75)
+    assert "the database is unavailable, try again later" in result.output

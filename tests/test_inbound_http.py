@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 
 from sequencer.models import Enrollment, InboundEvent
 from sequencer.web import create_app
 from sequencer.web import hooks
 from tests.support import world
+from tests.test_inbound import arf_naming_nobody
 from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 URL = "/hooks/email/inbound"
@@ -88,3 +90,23 @@ def test_a_retried_delivery_is_acted_on_once(client, runtime, lead_id) -> None:
 
 def test_get_is_not_allowed(client) -> None:
     assert client.get(URL, headers={"X-Sequencer-Secret": SECRET}).status_code == 405
+
+
+def test_a_message_that_cannot_be_acted_on_is_answered_200(client, runtime, lead_id) -> None:
+    """A 4xx or 5xx would make the provider deliver it again, forever."""
+    response = client.post(URL, data=arf_naming_nobody(), headers={"X-Sequencer-Secret": SECRET})
+    assert response.status_code == 200
+    assert response.json == {"kind": "complaint", "lead_id": None, "actions": [],
+                             "unmatched": "the complaint names no recipient"}
+    assert events(runtime) == [("complaint", None, "<fbl-redacted@isp.example>")]
+    assert states(runtime, lead_id) == ["active"]
+
+
+def test_database_down_asks_the_provider_to_retry(client, runtime, tmp_path, monkeypatch) -> None:
+    unreachable = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    monkeypatch.setattr(runtime, "sessionmaker", so.sessionmaker(unreachable))
+    response = client.post(URL, data=reply(), headers={"X-Sequencer-Secret": SECRET})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(hooks.RETRY_AFTER_SECONDS)
+    assert response.json["error"].startswith("the database is unavailable, try again later")
+    unreachable.dispose()

@@ -25,29 +25,20 @@ def inbound() -> None:
 def email(state: CliState, source: str) -> None:
     """Take one RFC 5322 message (a file, or standard input as an MTA pipe gives it) and act on it.
 
-    Exits 75 (EX_TEMPFAIL) when the database cannot be reached, so the MTA keeps the
+    A message that cannot be acted on (no recipient named, no lead, unreadable) is recorded
+    as unmatched and the command exits 0, so the MTA does not bounce it or try it forever.
+    Exits 75 (EX_TEMPFAIL) only when the database cannot be reached, so the MTA keeps the
     message queued and tries again instead of bouncing the lead's reply back to them.
     """
-    import sqlalchemy as sa
-
-    from sequencer.inbound import handle_email, message_id_of, recorded_event
+    from sequencer.inbound import InboundUnavailable, receive_email
 
     raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    rt = state.runtime()
     try:
-        with rt.session() as session:
-            existing = recorded_event(session, message_id_of(raw))
-            if existing is not None:
-                # MTAs and providers deliver again after a timeout: act once per Message-ID.
-                click.echo(json.dumps({"kind": existing.kind, "lead_id": existing.lead_id, "duplicate": True}))
-                return
-            result = handle_email(session, raw, now=rt.now(), plugins=rt.plugins,
-                                  out_of_office_days=rt.settings.inbound.out_of_office_default_days)
-    except sa.exc.OperationalError as exc:
-        click.echo(f"error: the database is unavailable, try again later: {exc.orig}", err=True)
+        result = receive_email(state.runtime(), raw)
+    except InboundUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(75)
-    click.echo(json.dumps({"kind": result.kind, "lead_id": result.lead_id, "actions": result.actions},
-                          ensure_ascii=False))
+    click.echo(json.dumps(result.as_json(), ensure_ascii=False))
 
 
 @inbound.command()
@@ -91,7 +82,9 @@ def poll(state: CliState, address: str | None, fmt: str) -> None:
                "messages": r.messages} for r in results], fmt)
     else:
         rows = [{"mailbox": r.mailbox, "uid": m["uid"], "kind": m.get("kind"), "lead_id": m.get("lead_id"),
-                 "actions": m.get("note") or "; ".join(m.get("actions", []))} for r in results for m in r.messages]
+                 "actions": m.get("note") or "; ".join(m.get("actions", []))
+                 or (f"unmatched: {m['unmatched']}" if m.get("unmatched") else "")}
+                for r in results for m in r.messages]
         if rows:
             emit(rows, fmt, ["mailbox", "uid", "kind", "lead_id", "actions"])
         for r in results:

@@ -17,13 +17,13 @@ from sequencer.web import get_runtime
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # the largest message common mail providers accept
+RETRY_AFTER_SECONDS = 60  # asked of the provider while the database is unavailable
 
 
 @bp.post("/email/inbound")
 def email_inbound() -> ResponseReturnValue:
     """Act on one inbound message; answer with how it was read and what was done."""
-    from sequencer.inbound import message_id_of, recorded_event
-    from sequencer.inbound import handle_email
+    from sequencer.inbound import InboundUnavailable, receive_email
 
     runtime = get_runtime()
     secret = runtime.settings.web.inbound_secret
@@ -38,13 +38,13 @@ def email_inbound() -> ResponseReturnValue:
         return _too_large()
     if not raw.strip():
         return jsonify(error="the body is empty; send the raw RFC 5322 message as the request body"), 400
-    with runtime.session() as session:
+    try:
         # Providers retry a delivery they think failed: the same message is acted on once.
-        existing = recorded_event(session, message_id_of(raw))
-        if existing is not None:
-            return jsonify(kind=existing.kind, lead_id=existing.lead_id, actions=[], duplicate=True)
-        result = handle_email(session, raw, now=runtime.now(), plugins=runtime.plugins)
-    return jsonify(kind=result.kind, lead_id=result.lead_id, actions=result.actions)
+        result = receive_email(runtime, raw)
+    except InboundUnavailable as exc:
+        # Providers retry on a 5xx; a message that cannot be acted on gets its 200, or they would retry it forever.
+        return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return jsonify(result.as_json())
 
 
 def _given_secret() -> str:
