@@ -40,7 +40,8 @@ BODY = ("Hi {{ lead.first_name }},\n\n"
         "Best,\n{{ sender.name }}")
 POSTAL_ADDRESS = "Bench Co, 1 Bench Street, Benchville"
 BASE_URL = "https://sequencer.bench"
-SECRET_KEY = "bench-secret-key"
+# 32 bytes or more: `sequencer worker` refuses a shorter key with a base_url that is not on this machine.
+SECRET_KEY = "bench-secret-key-never-used-outside-benchmarks"
 MAILBOX = "rep@bench.example"
 ZONES = ("America/New_York", "Europe/Berlin", "UTC")
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sequencer.calendar import ContactHours
 
@@ -35,11 +37,28 @@ class DatabaseSettings:
     url: str
 
 
+# The key demo/config.toml ships with: published, so anyone could sign with it.
+DEMO_SECRET_KEY = "demo-secret-key-not-for-production"
+MIN_SECRET_BYTES = 32
+GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
 @dataclass
 class WebSettings:
     base_url: str
-    secret_key: str
     inbound_secret: str | None = None
+    # [web] secret_key, read through `secret_key`. None when the file names no key, or an
+    # environment variable that is not set here: commands that sign nothing (db upgrade,
+    # leads import...) run without it, and the ones that sign say what to set.
+    signing_key: str | None = field(default=None, repr=False)
+    signing_key_missing: str = "[web] secret_key is not set"
+
+    @property
+    def secret_key(self) -> str:
+        """Return the key that signs unsubscribe links and sessions; raise ConfigError when there is none."""
+        if self.signing_key is None:
+            raise ConfigError(self.signing_key_missing)
+        return self.signing_key
 
 
 @dataclass
@@ -119,7 +138,7 @@ class Settings:
 # section -> (dataclass, keys that must be present)
 _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "database": (DatabaseSettings, ("url",)),
-    "web": (WebSettings, ("base_url", "secret_key")),
+    "web": (WebSettings, ("base_url",)),
     "sending": (SendingSettings, ()),
     "leads": (LeadsSettings, ()),
     "tasks": (TasksSettings, ()),
@@ -128,6 +147,8 @@ _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "contact_hours": (ContactHoursSettings, ()),
 }
 _TOP_LEVEL = {"templates_dir", "plugins"}
+# Read on their own after the sections, so that only the commands that use them need them.
+_READ_WHEN_USED = {("web", "secret_key")}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
@@ -158,6 +179,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in table.items():
+            if (section, key) in _READ_WHEN_USED:
+                continue
             if key not in known:
                 warnings.warn(f"{path}: unknown key {section}.{key} is ignored", ConfigWarning, stacklevel=3)
                 continue
@@ -167,6 +190,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
                 raise ConfigError(f"{path}: required key {section}.{key} is missing; set it in [{section}]")
         built[section] = cls(**values)
     built["database"].url = _resolve_sqlite_path(built["database"].url, path.parent)
+    built["web"].signing_key, built["web"].signing_key_missing = _signing_key(raw.get("web", {}), path)
     try:
         built["contact_hours"].hours()
     except ValueError as exc:
@@ -187,6 +211,59 @@ def resolve_secret(value: Any, key: str, path: Path) -> Any:
             raise ConfigError(f"{path}: {key} reads the environment variable {var}, which is not set; export {var}")
         return os.environ[var]
     return value
+
+
+def _signing_key(web: dict[str, Any], path: Path) -> tuple[str | None, str]:
+    """Return [web] secret_key, or None and what to do about it."""
+    fix = (f'set secret_key = {{ env = "SEQUENCER_SECRET_KEY" }} in [web] and export '
+           f"SEQUENCER_SECRET_KEY=$({GENERATE_SECRET})")
+    value = web.get("secret_key")
+    if isinstance(value, dict) and set(value) == {"env"} and value["env"] not in os.environ:
+        var = value["env"]
+        return None, (f"{path}: web.secret_key reads the environment variable {var}, which is not set; "
+                      f"export {var}=$({GENERATE_SECRET}) where Sequencer runs (it signs unsubscribe links "
+                      "and sessions; keep the same key once mail is out)")
+    value = resolve_secret(value, "web.secret_key", path)
+    if value in (None, ""):
+        return None, f"{path}: required key web.secret_key is missing; {fix}"
+    if not isinstance(value, str):
+        return None, f"{path}: web.secret_key must be a string; {fix}"
+    return value, ""
+
+
+def check_secret_for_serving(settings: Settings) -> None:
+    """Refuse to serve or send with the demo key or a short one, unless base_url is on this machine.
+
+    The key signs unsubscribe links and sessions: with a published or guessable one anyone
+    can forge them. On localhost only the local user can reach the links, so demos may use it.
+    Raise ConfigError naming the key, the file and the fix.
+    """
+    key = settings.web.secret_key
+    if key == DEMO_SECRET_KEY:
+        problem = "is the demo key from demo/config.toml, which is published with Sequencer"
+    elif len(key.encode("utf-8")) < MIN_SECRET_BYTES:
+        problem = f"is {len(key.encode('utf-8'))} bytes long; it needs at least {MIN_SECRET_BYTES} random bytes"
+    else:
+        return
+    if is_this_machine(settings.web.base_url):
+        return
+    raise ConfigError(
+        f"{settings.path}: [web] secret_key {problem}, and [web] base_url {settings.web.base_url} is not on this "
+        f"machine, so anyone could forge unsubscribe links and sessions. Fix: export "
+        f"SEQUENCER_SECRET_KEY=$({GENERATE_SECRET}) and set secret_key = {{ env = \"SEQUENCER_SECRET_KEY\" }} in "
+        "[web] (before the first send: a new key breaks the unsubscribe links of mail already sent)"
+    )
+
+
+def is_this_machine(url: str) -> bool:
+    """Tell whether a URL's host is this machine: localhost (RFC 6761), 127.0.0.0/8 or ::1."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve_sqlite_path(url: str, base: Path) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sequencer.clock import FixedClock, OffsetClock, iso_z, parse_instant
-from sequencer.config import ConfigError, ConfigWarning, load_settings
+from sequencer.config import ConfigError, ConfigWarning, check_secret_for_serving, is_this_machine, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,7 @@ def test_minimal_config_gets_defaults_and_a_sqlite_path_beside_the_file(tmp_path
     assert settings.templates_dir == tmp_path / "templates"
 
 
-@pytest.mark.parametrize("missing, key", [("url", "database.url"), ("secret_key", "web.secret_key"),
-                                          ("base_url", "web.base_url")])
+@pytest.mark.parametrize("missing, key", [("url", "database.url"), ("base_url", "web.base_url")])
 def test_missing_required_key_names_the_key_and_the_file(tmp_path: Path, missing: str, key: str) -> None:
     path = write(tmp_path, "\n".join(line for line in MINIMAL.splitlines() if not line.startswith(missing)))
     with pytest.raises(ConfigError) as error:
@@ -93,10 +92,10 @@ def test_cli_reports_a_missing_key_without_a_traceback(tmp_path: Path) -> None:
 
     from sequencer.cli import main
 
-    path = write(tmp_path, MINIMAL.replace('secret_key = "s3cret"', ""))
+    path = write(tmp_path, MINIMAL.replace('base_url = "https://sales.example.com"', ""))
     result = CliRunner().invoke(main, ["--config", str(path), "plugins", "list"])
     assert result.exit_code == 1
-    assert f"{path}: required key web.secret_key is missing" in result.output
+    assert f"{path}: required key web.base_url is missing" in result.output
 
 
 def test_instants_need_a_zone() -> None:
@@ -136,3 +135,107 @@ def test_contact_hours_wider_than_tcpa_stop_start_up_naming_the_key_and_the_file
     assert str(error.value).startswith(f"{path}: {named}")
     wide = write(tmp_path, MINIMAL + '[contact_hours]\nstart = "07:00"\nend = "22:00"\nallow_wider_than_tcpa = true\n')
     assert str(load_settings(wide).contact_hours.hours()) == "07:00-22:00"
+
+
+# [web] secret_key: asked for only where something is signed; never a published or short one in public
+
+STRONG = "k" * 32
+PUBLIC = "https://sales.example.com"
+SQLITE_CONFIG = """
+[database]
+url = "sqlite:///var/test.db"
+[web]
+base_url = "{base_url}"
+{secret}
+[plugins.email]
+host = "127.0.0.1"
+port = 1
+security = "none"
+"""
+
+
+def cli_config(tmp_path: Path, *, base_url: str = PUBLIC, secret: str = f'secret_key = "{STRONG}"') -> Path:
+    return write(tmp_path, SQLITE_CONFIG.format(base_url=base_url, secret=secret))
+
+
+def run(path: Path, *args: str):  # noqa: ANN201
+    from click.testing import CliRunner
+
+    from sequencer.cli import main
+
+    return CliRunner().invoke(main, ["--config", str(path), *args])
+
+
+@pytest.mark.parametrize("secret, says", [
+    ('secret_key = { env = "TEST_SEQ_UNSET_SECRET" }', "reads the environment variable TEST_SEQ_UNSET_SECRET, "
+                                                        "which is not set; export TEST_SEQ_UNSET_SECRET=$(python -c"),
+    ("", "required key web.secret_key is missing; set secret_key = { env = \"SEQUENCER_SECRET_KEY\" } in [web]"),
+], ids=["unset-variable", "no-key"])
+def test_commands_that_sign_nothing_run_without_a_secret_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             secret: str, says: str) -> None:
+    monkeypatch.delenv("TEST_SEQ_UNSET_SECRET", raising=False)
+    path = cli_config(tmp_path, secret=secret)
+    settings = load_settings(path)  # loading asks for nothing
+    with pytest.raises(ConfigError) as error:
+        settings.web.secret_key
+    assert str(path) in str(error.value) and says in str(error.value)
+    for args in (["db", "upgrade"], ["plugins", "list"], ["users", "list"]):
+        result = run(path, *args)
+        assert result.exit_code == 0, result.output
+    for args in (["worker", "--once"], ["serve", "--port", "1"]):
+        result = run(path, *args)
+        assert result.exit_code == 1 and says in result.output and str(path) in result.output
+
+
+@pytest.mark.parametrize("key, base_url, refused", [
+    ("demo-secret-key-not-for-production", PUBLIC, "is the demo key from demo/config.toml"),
+    ("short-but-secret", PUBLIC, "is 16 bytes long; it needs at least 32"),
+    ("é" * 15, "http://10.0.0.5:8000", "is 30 bytes long"),  # bytes, not characters
+    ("demo-secret-key-not-for-production", "http://localhost.example.com", "is the demo key"),
+    ("demo-secret-key-not-for-production", "http://127.0.0.1.nip.io:8000", "is the demo key"),
+    ("demo-secret-key-not-for-production", "http://127.0.0.1:8000", None),  # make run
+    ("short", "http://localhost:8000", None),
+    ("short", "http://127.1.2.3/", None),
+    ("short", "http://[::1]:8000/", None),
+    ("short", "http://app.localhost/", None),  # RFC 6761: .localhost is loopback
+    (STRONG, PUBLIC, None),
+])
+def test_serving_refuses_a_demo_or_short_key_unless_base_url_is_this_machine(
+        tmp_path: Path, key: str, base_url: str, refused: str | None) -> None:
+    settings = load_settings(cli_config(tmp_path, base_url=base_url, secret=f'secret_key = "{key}"'))
+    if refused is None:
+        check_secret_for_serving(settings)
+        return
+    with pytest.raises(ConfigError) as error:
+        check_secret_for_serving(settings)
+    message = str(error.value)
+    assert message.startswith(f"{settings.path}: [web] secret_key {refused}")
+    assert f"[web] base_url {base_url} is not on this machine" in message
+    assert "export SEQUENCER_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')" in message
+
+
+def test_serve_and_worker_say_why_they_refuse(tmp_path: Path) -> None:
+    path = cli_config(tmp_path, secret='secret_key = "demo-secret-key-not-for-production"')
+    assert run(path, "db", "upgrade").exit_code == 0
+    for args in (["worker", "--once"], ["serve", "--port", "1"]):
+        result = run(path, *args)
+        assert result.exit_code == 1
+        assert "[web] secret_key is the demo key" in result.output and "export SEQUENCER_SECRET_KEY" in result.output
+    local = cli_config(tmp_path, base_url="http://127.0.0.1:8000",
+                       secret='secret_key = "demo-secret-key-not-for-production"')
+    result = run(local, "worker", "--once")
+    assert result.exit_code == 0 and '"claimed": 0' in result.output
+
+
+def test_the_wsgi_entry_point_refuses_as_serve_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    monkeypatch.setenv("SEQUENCER_CONFIG", str(cli_config(tmp_path, secret='secret_key = "short"')))
+    with pytest.raises(ConfigError, match=r"\[web\] secret_key is 5 bytes long"):
+        runpy.run_module("sequencer.web.wsgi")
+
+
+def test_the_demo_config_serves_on_localhost() -> None:
+    demo = load_settings(REPO / "demo" / "config.toml")
+    assert is_this_machine(demo.web.base_url)
+    check_secret_for_serving(demo)  # `make run` keeps working

@@ -12,6 +12,7 @@ from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Supp
 from sequencer.runtime import Runtime
 from sequencer.web import create_app
 from sequencer.web.unsubscribe import mask_email, mask_phone
+from tests.conftest import TEST_SECRET_KEY
 from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 
@@ -56,7 +57,7 @@ def test_factory_builds_from_settings_and_registers_plugin_blueprints(config_pat
     try:
         assert isinstance(runtime, Runtime)
         assert runtime.settings.path == config_path.resolve()
-        assert app.config["SECRET_KEY"] == "test-secret-key"
+        assert app.config["SECRET_KEY"] == TEST_SECRET_KEY
         assert app.testing
         client = app.test_client()
         assert client.get("/hooks/testplugin/ping").get_data(as_text=True) == "pong"

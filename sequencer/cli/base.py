@@ -102,6 +102,6 @@ def run_guarded(command: Callable[..., Any]) -> None:
 
     try:
         command(standalone_mode=True)
-    except (PluginError,) as exc:
+    except (PluginError, ConfigError) as exc:  # ConfigError: a setting read only when used ([web] secret_key)
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -6,10 +6,14 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sequencer.cli.base import CliState, UserError, pass_state
+
+if TYPE_CHECKING:
+    from sequencer.runtime import Runtime
 
 
 def register(main: click.Group) -> None:
@@ -32,6 +36,7 @@ def worker(state: CliState, once: bool, batch_size: int | None, concurrency: int
 
     _logging()
     rt = state.runtime(advancing=not once)
+    _refuse_unsafe_secret(rt)
     try:
         if once:
             hold_sqlite_worker_lock(rt)
@@ -55,11 +60,23 @@ def serve(state: CliState, host: str, port: int, no_scheduler: bool) -> None:
     from sequencer.worker import WorkerRefused
 
     _logging()
+    rt = state.runtime(advancing=True)
+    _refuse_unsafe_secret(rt)
     try:
-        app = create_app(state.runtime(advancing=True), start_scheduler=not no_scheduler)
+        app = create_app(rt, start_scheduler=not no_scheduler)
     except WorkerRefused as exc:
         raise UserError(str(exc)) from None
     app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+def _refuse_unsafe_secret(rt: Runtime) -> None:
+    """Stop before serving or sending with no secret key, the demo one or a short one (unless on localhost)."""
+    from sequencer.config import ConfigError, check_secret_for_serving
+
+    try:
+        check_secret_for_serving(rt.settings)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _logging() -> None:
