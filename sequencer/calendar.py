@@ -380,9 +380,11 @@ class LocalCalendar:
         return self.next_opening(self.add_wait(previous, wait))
 
 
-def _common_opening(parts: Sequence[tuple[LocalCalendar, ZoneInfo]], at: dt.datetime) -> dt.datetime | None:
+def _common_opening(
+    parts: Sequence[tuple[LocalCalendar, ZoneInfo]], at: dt.datetime, horizon: dt.timedelta = SEARCH_HORIZON
+) -> dt.datetime | None:
     """Return the first instant >= `at` open in every (calendar, zone) part, or None within the horizon."""
-    until = at + SEARCH_HORIZON
+    until = at + horizon
     moment = at
     # Each part's next opening never passes the earliest instant open in all parts, so
     # advancing part by part until none moves reaches exactly that instant.
@@ -404,6 +406,9 @@ def _common_opening(parts: Sequence[tuple[LocalCalendar, ZoneInfo]], at: dt.date
 # than 9 p.m. at the called party's location.
 TCPA_HOURS = (dt.time(8), dt.time(21))
 _EVERY_DAY = frozenset(range(7))
+# Contact hours recur daily and UTC offsets yearly, so a year and a margin sees every
+# combination of the zones' offsets: no shared hour by then means none at all.
+_CONTACT_HORIZON = dt.timedelta(days=400)
 
 
 class NoContactHours(NoOpening):
@@ -484,7 +489,7 @@ def next_contact_opening(zones: Sequence[str], hours: ContactHours, at: dt.datet
     Raises NoContactHours when the zones never share an instant inside the hours.
     """
     contact = hours.calendar(zones)
-    found = _common_opening(contact._parts(), _require_aware(at, "at"))
+    found = _common_opening(contact._parts(), _require_aware(at, "at"), _CONTACT_HORIZON)
     if found is None:
         raise NoContactHours(contact.zones, hours)
     return found
@@ -499,15 +504,14 @@ def next_phone_opening(
     hours always use the lead's. Raises NoContactHours when the lead's zones share no
     contact hours, NoOpening when the window and the contact hours never meet.
     """
-    at = _require_aware(at, "at")
+    # Zones that share no contact hours fail here, quickly and with their own error.
+    first_contact = next_contact_opening(zones, hours, at)
     contact = hours.calendar(zones)
-    found = _common_opening(calendar._parts() + contact._parts(), at)
+    found = _common_opening(calendar._parts() + contact._parts(), first_contact)
     if found is not None:
         return found
-    # Tell the two failures apart: first whether the lead's zones share no contact hours at all.
-    next_contact_opening(zones, hours, at)
     raise NoOpening(
         f"window {calendar.window} in {', '.join(calendar.zones)} never meets contact hours {hours} in"
-        f" {', '.join(contact.zones)} within {SEARCH_HORIZON.days} days after {at.isoformat()};"
+        f" {', '.join(contact.zones)} within {SEARCH_HORIZON.days} days after {first_contact.isoformat()};"
         " widen the cadence window's hours or days"
     )

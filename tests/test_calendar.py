@@ -687,7 +687,12 @@ def test_phone_opening_is_the_first_instant_open_in_both(
     assert_utc(opening)
     assert opening >= moment
     assert calendar.is_open(opening) and inside_by_the_rules(zones, hours, opening)
+    if calendar.is_open(moment) and inside_by_the_rules(zones, hours, moment):
+        assert opening == moment
+        return
     gap = opening - moment
     for k in range(40):
         probe = moment + gap * k / 40
         assert not (calendar.is_open(probe) and inside_by_the_rules(zones, hours, probe))
+    just_before = opening - dt.timedelta(microseconds=1)
+    assert not (calendar.is_open(just_before) and inside_by_the_rules(zones, hours, just_before))
