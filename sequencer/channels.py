@@ -1,9 +1,32 @@
-"""The Channel base class every channel plugin subclasses, and the types it exchanges with the engine."""
+"""The public plugin API: the Channel base class, the types it exchanges with the engine, and the
+object through which a plugin reports back to the core (`Core`, on `ChannelContext.core`).
+
+A plugin imports only this module and `sequencer.hookimpl`.
+"""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol
+
+if TYPE_CHECKING:
+    import sqlalchemy.orm as so
+
+# Which steps of a channel a rule covers: every step, only those the engine sends itself, or none.
+StepScope = Literal["all", "automatic", "none"]
+
+# A provider's delivery status, in the contract's words; a plugin maps its provider's onto them.
+# They only move forward: queued < sending < sent < delivered; delivered, undelivered and failed are final.
+DeliveryStatus = Literal["queued", "sending", "sent", "delivered", "undelivered", "failed"]
+
+# A call's progress; completed, busy, no_answer, failed and canceled are final.
+CallStatus = Literal["queued", "initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed",
+                     "canceled"]
+
+# A provider's verdict on an address: "invalid" (no such mailbox or number: stop and suppress it) or
+# "unable_sms" (a number that cannot take texts, such as a landline: no more SMS, calls go on).
+AddressVerdict = Literal["invalid", "unable_sms"]
 
 
 @dataclass(frozen=True)
@@ -13,12 +36,79 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """What the core did with one report, so the plugin can answer its provider."""
+
+    # updated: the touch took the status or result; unchanged: a replay or an older status, ignored;
+    # unknown_id: no touch has this provider id (logged); reply, opted_out, opted_in, help: what an
+    # inbound message was taken for ("help": answer with your help text); flagged: an address
+    # verdict was recorded; unmatched: an inbound reply from an address no lead has.
+    action: Literal["updated", "unchanged", "unknown_id", "reply", "opted_out", "opted_in", "help", "flagged",
+                    "unmatched"]
+    # False when the report changed nothing (a replay, an older status, an opt-out already on file).
+    changed: bool = False
+    lead_id: int | None = None
+    touch_id: int | None = None
+    detail: str = ""
+
+
+class Core(Protocol):
+    """The core as a plugin sees it: reports after the send, and what commands and webhooks need.
+
+    Each report method runs in its own transaction, is safe to call again with the same report
+    (providers retry), and returns a Receipt.
+    """
+
+    #: The plugin's [plugins.NAME] table, secrets resolved.
+    settings: Mapping[str, Any]
+
+    def session(self) -> AbstractContextManager[so.Session]:
+        """Open a database session that commits on success and rolls back on error."""
+
+    def now(self) -> datetime:
+        """Return the application clock's current instant (aware UTC; honours --now)."""
+
+    def delivery_status(self, channel: str, provider_id: str, status: DeliveryStatus, at: datetime,
+                        error_code: str | None = None, raw: Any = None) -> Receipt:
+        """Record a provider's delivery status for the touch it accepted as `provider_id`; only forward moves count."""
+
+    def inbound_message(self, channel: str, from_address: str, to_address: str, text: str, provider_id: str | None,
+                        at: datetime, raw: Any = None) -> Receipt:
+        """Act on a message from a lead: opt-out, opt-in and help keywords, else a reply that ends the cadence."""
+
+    def opt_out(self, channel: str, address: str, source: str, detail: str = "") -> Receipt:
+        """Opt the address out (a provider's own opt-out list, a complaint): suppress it, opt its leads out."""
+
+    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "") -> Receipt:
+        """Record a provider's verdict on an address (see AddressVerdict)."""
+
+    def call_result(self, provider_id: str, status: CallStatus, duration: int | None = None,
+                    answered_by: str | None = None, recording_url: str | None = None,
+                    at: datetime | None = None) -> Receipt:
+        """Record a call's progress on the touch that placed it; only forward moves count."""
+
+
+@dataclass(frozen=True)
 class ChannelContext:
     """What the core hands a channel when configuring it."""
 
     settings: Mapping[str, Any]  # the plugin's [plugins.NAME] table, secrets resolved
     postal_address: str | None
     base_url: str
+    # How the plugin reports back; None only in a plugin manager built without a database (the
+    # CLI's discovery of plugin commands), where nothing is ever sent.
+    core: Core | None = None
+
+
+def core_for(plugin: str) -> Core:
+    """Return the Core of `plugin` (its entry-point name) for the running command or web request.
+
+    Plugin commands (register_commands) and views (register_blueprints) call this; jobs
+    (register_jobs) and channels are handed theirs.
+    """
+    from sequencer.receiving import current_core
+
+    return current_core(plugin)
 
 
 @dataclass
@@ -65,6 +155,10 @@ class SendResult:
     # limiting): the sender is held and admins alerted; the lead is not blamed and the touch
     # waits, without using an attempt, until the sender is released. The text says why.
     sender_problem: str | None = None
+    # The provider asked us to slow down (HTTP 429, a rate-limit refusal): the message was surely not
+    # accepted, and the touch waits until this instant without using one of its attempts, since a
+    # limit on our rate says nothing about the recipient. Aware UTC.
+    defer_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +183,30 @@ class Channel:
     automatic: ClassVar[bool] = True
     #: Config keys under [plugins.NAME] -> a one-line description shown by `plugins list`.
     config_schema: ClassVar[dict[str, str]] = {}
+
+    # What differs between channels and matters to the engine, declared here so the engine never
+    # spells a channel name. The defaults describe a channel that needs nothing of the lead.
+
+    #: The lead address a step goes to: "email", "phone", or None when it needs none (a to-do).
+    address_kind: ClassVar[Literal["email", "phone"] | None] = None
+    #: Which steps cannot run without that address. A rep can still look up an email address by
+    #: hand ("automatic"), but nobody can call or text a lead without a number ("all").
+    address_required: ClassVar[StepScope] = "all"
+    #: The kind of task a manual step opens for the lead's owner (what the task list filters on).
+    task_kind: ClassVar[Literal["email", "call", "sms", "task"]] = "task"
+    #: The first word of a manual step's task title ("Call Jane Doe (Acme)").
+    task_verb: ClassVar[str] = "Task for"
+    #: Where a manual step's task sorts in the day: calls are bound to the lead's working hours.
+    task_priority: ClassVar[int] = 10
+    #: Which steps need the lead's consent record on this channel (COMPLIANCE.md rule 9): every
+    #: text, but only the calls the engine dials itself; a rep's own call needs none.
+    requires_consent: ClassVar[StepScope] = "none"
+    #: True when automatic steps keep to [contact_hours] in the lead's local time (rule 8: texts
+    #: and calls). Manual steps always open their task: a person decides when to act on it.
+    contact_hours: ClassVar[bool] = False
+    #: What a touch is sent from: "mailbox" (the enrollment's mailbox, with its daily cap), "number"
+    #: (one of the plugin's own numbers), or None (a person does the step).
+    sender_kind: ClassVar[Literal["mailbox", "number"] | None] = None
 
     def configure(self, context: ChannelContext) -> None:
         """Take the configuration; called once after loading and again when settings change."""

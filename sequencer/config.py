@@ -24,6 +24,11 @@ DEFAULT_OUTCOMES = [
 ]
 
 
+# COMPLIANCE.md rule 10: the CTIA words, and their Russian equivalents.
+DEFAULT_OPT_OUT_KEYWORDS = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+                            "СТОП", "ОТПИСАТЬСЯ"]
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key, the file and the fix."""
 
@@ -87,6 +92,19 @@ class InboundSettings:
     out_of_office_default_days: int = 3
     # How often the worker polls mailboxes with IMAP settings.
     poll_seconds: float = 60.0
+    # Whole-message keywords of texts (COMPLIANCE.md rule 10), matched in any letter case with
+    # surrounding spaces ignored. Add the words of every language the deployment writes in.
+    opt_out_keywords: list[str] = field(default_factory=lambda: list(DEFAULT_OPT_OUT_KEYWORDS))
+    # Count only from an address that is opted out; from anyone else they are replies.
+    opt_in_keywords: list[str] = field(default_factory=lambda: ["START", "YES", "UNSTOP"])
+    help_keywords: list[str] = field(default_factory=lambda: ["HELP", "INFO"])
+
+    def __post_init__(self) -> None:
+        for key in ("opt_out_keywords", "opt_in_keywords", "help_keywords"):
+            words = getattr(self, key)
+            if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+                raise ConfigError(f"[inbound] {key} must be a list of words, like {key} = [\"STOP\", \"СТОП\"]; "
+                                  f"it is {words!r}")
 
 
 @dataclass
@@ -188,7 +206,10 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
         for key in required:
             if values.get(key) in (None, ""):
                 raise ConfigError(f"{path}: required key {section}.{key} is missing; set it in [{section}]")
-        built[section] = cls(**values)
+        try:
+            built[section] = cls(**values)
+        except ConfigError as exc:  # a section's own check: say which file
+            raise ConfigError(f"{path}: {exc}") from None
     built["database"].url = _resolve_sqlite_path(built["database"].url, path.parent)
     built["web"].signing_key, built["web"].signing_key_missing = _signing_key(raw.get("web", {}), path)
     try:

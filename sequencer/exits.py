@@ -71,3 +71,19 @@ def end_on_event(session: so.Session, enrollment: Enrollment, *, event: str, sta
                 lead_ids = list(session.scalars(sa.select(Lead.id).where(Lead.domain == domain)))
         ids += live_enrollment_ids(session, lead_ids)
     return end_enrollments(session, set(ids), state=state, reason=reason, now=now, plugins=plugins)
+
+
+def end_on_reply(session: so.Session, lead_id: int, *, replied_to: int | None, now: datetime,
+                 plugins: Plugins | None = None) -> list[int]:
+    """End enrollments on a reply from a lead by their exit rules; return the ids that ended.
+
+    The replied-to enrollment goes first (its exit scope may widen), then any other live one of the lead.
+    """
+    candidates = ([replied_to] if replied_to else []) + live_enrollment_ids(session, [lead_id])
+    ended: list[int] = []
+    for enrollment_id in dict.fromkeys(candidates):
+        enrollment = session.get(Enrollment, enrollment_id)
+        if enrollment.state in LIVE_STATES:
+            ended += end_on_event(session, enrollment, event="reply", state="replied", reason="replied",
+                                  now=now, plugins=plugins)
+    return ended

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import flask
     import jinja2
 
-    from sequencer.channels import Channel, SentTouch
+    from sequencer.channels import Channel, Core, SentTouch
     from sequencer.models import Enrollment, InboundEvent, Lead
 
 hookspec = pluggy.HookspecMarker("sequencer")
@@ -19,6 +19,15 @@ hookspec = pluggy.HookspecMarker("sequencer")
 @hookspec
 def register_channels(register: Callable[[Channel], None]) -> None:
     """Register Channel instances by calling register(channel) once for each."""
+
+
+@hookspec
+def register_jobs(register: Callable[[str, Callable[[Core], None], float], None]) -> None:
+    """Register periodic work by calling register(name, function, interval_seconds) once for each job.
+
+    The worker calls function(core) every interval_seconds, one run at a time, with the
+    plugin's Core; runs that fall due while one is still going are merged into one.
+    """
 
 
 @hookspec

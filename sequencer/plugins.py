@@ -6,24 +6,41 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from sequencer import builtin, hookspecs
-from sequencer.channels import Channel, ChannelContext, Health
+from sequencer.channels import Channel, ChannelContext, Core, Health
 from sequencer.models import PluginState
 
 if TYPE_CHECKING:
     from sequencer.config import Settings
+    from sequencer.runtime import Runtime
 
 ENTRY_POINT_GROUP = "sequencer.plugins"
+# Sequencer's own defaults, registered as an ordinary plugin; it cannot be disabled.
+BUILTIN = "sequencer.builtin"
 
 
 class PluginError(Exception):
     """A plugin problem a user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class PluginJob:
+    """Periodic work a plugin registered with register_jobs."""
+
+    plugin: str
+    name: str
+    function: Callable[[Core], None]
+    interval_seconds: float
+
+    @property
+    def id(self) -> str:
+        return f"plugin:{self.plugin}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -38,11 +55,14 @@ class PluginInfo:
 class Plugins:
     """Load every installed plugin and answer which channels can send now."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
+        # The database and clock behind each plugin's Core; None when only commands are discovered.
+        self.runtime = runtime
+        self._cores: dict[str, Core] = {}
         self.pm = pluggy.PluginManager("sequencer")
         self.pm.add_hookspecs(hookspecs)
-        self.pm.register(builtin, name="sequencer.builtin")
+        self.pm.register(builtin, name=BUILTIN)
         self._load()
         self.pm.check_pending()
         if os.environ.get("SEQUENCER_TRACE_PLUGINS"):
@@ -54,26 +74,81 @@ class Plugins:
         self._collect_channels()
 
     def _collect_channels(self) -> None:
-        self._channels.clear()
+        """Ask every plugin for its channels, then configure each with its plugin's settings and Core.
+
+        A channel registered from a `trylast` implementation (the built-in manual-only sms, voice
+        and task) is a default: a plugin that registers the same name replaces it, provided it
+        keeps the default's compliance declarations at least as strict. Two plugins registering
+        one name at the same rank is a conflict that only a person can settle.
+        """
+        # Per rank (True: trylast defaults), channel name -> (owner plugin, channel).
+        ranks: dict[bool, dict[str, tuple[str, Channel]]] = {True: {}, False: {}}
         # Called per implementation (not through the relay) to know which plugin owns each channel.
         for impl in self.pm.hook.register_channels.get_hookimpls():
-            def register(channel: Channel, _owner: str = impl.plugin_name) -> None:
-                self._channels[channel.name] = (_owner, channel)
+            def register(channel: Channel, _owner: str = impl.plugin_name, _rank: bool = impl.trylast) -> None:
+                previous = ranks[_rank].get(channel.name)
+                if previous is not None and previous[0] != _owner:
+                    raise PluginError(
+                        f"channel '{channel.name}' is registered by both plugins {previous[0]} and {_owner}; "
+                        f"uninstall one, or load only one with SEQUENCER_LOAD_PLUGINS")
+                ranks[_rank][channel.name] = (_owner, channel)
 
             impl.function(register=register)
+        for name, (owner, channel) in ranks[False].items():
+            if name in ranks[True]:
+                _check_replacement(ranks[True][name][1], owner, channel)
+        self._channels = {**ranks[True], **ranks[False]}
         for plugin_name, channel in self._channels.values():
             channel.configure(ChannelContext(
                 settings=self.settings.plugin(plugin_name),
                 postal_address=self.settings.sending.postal_address,
                 base_url=self.settings.web.base_url,
+                core=self.core(plugin_name) if self.runtime is not None else None,
             ))
+
+    def core(self, plugin: str) -> Core:
+        """Return the Core a plugin reports through (one per plugin, holding its [plugins.NAME] settings)."""
+        if self.runtime is None:
+            raise PluginError(f"plugin {plugin} asked for the core of a plugin manager built without a database; "
+                              "build it through a Runtime (runtime.plugins)")
+        if plugin not in self._cores:
+            from sequencer.receiving import PluginCore
+
+            self._cores[plugin] = PluginCore(self.runtime, plugin)
+        return self._cores[plugin]
+
+    def jobs(self) -> list[PluginJob]:
+        """Return the periodic work every plugin registered with register_jobs."""
+        jobs: dict[str, PluginJob] = {}
+        for impl in self.pm.hook.register_jobs.get_hookimpls():
+            def register(name: str, function: Callable[[Core], None], interval_seconds: float,
+                         _owner: str = impl.plugin_name) -> None:
+                job = PluginJob(_owner, name, function, interval_seconds)
+                if not callable(function):
+                    raise PluginError(f"plugin {_owner} registered job '{name}' with {function!r}, which is not "
+                                      "callable; pass a function that takes the plugin's Core")
+                if not isinstance(interval_seconds, (int, float)) or interval_seconds <= 0:
+                    raise PluginError(f"plugin {_owner} registered job '{name}' every {interval_seconds!r} seconds; "
+                                      "the interval must be a positive number of seconds")
+                if job.id in jobs:
+                    raise PluginError(f"plugin {_owner} registered two jobs named '{name}'; give each its own name")
+                jobs[job.id] = job
+
+            impl.function(register=register)
+        return list(jobs.values())
 
     def add_plugin(self, plugin: object, name: str, version: str = "0") -> None:
         """Register a plugin object that is not installed as a distribution (tests, embedding)."""
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.check_pending()
+            self._collect_channels()
+        except Exception:
+            # Leave the manager as it was: the plugin's channels or hooks are unusable.
+            self.pm.unregister(name=name)
+            self._collect_channels()
+            raise
         self.versions[name] = version
-        self._collect_channels()
 
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -109,9 +184,9 @@ class Plugins:
         return entry[0] if entry else None
 
     def enabled_plugins(self, session: so.Session) -> set[str]:
-        """Return installed plugins that are enabled (a plugin with no saved state is enabled)."""
+        """Return installed plugins that are enabled (a plugin with no saved state is enabled), and the built-in."""
         disabled = set(session.scalars(sa.select(PluginState.name).where(PluginState.enabled.is_(False))))
-        return {name for name in self.versions if name not in disabled}
+        return {name for name in self.versions if name not in disabled} | {BUILTIN}
 
     def channel_status(self, session: so.Session) -> dict[str, str | None]:
         """Map every known channel to None when it can send now, else the reason it cannot."""
@@ -143,3 +218,27 @@ class Plugins:
             health = "; ".join(h.detail for h in healths if not h.ok) or "ok"
             result.append(PluginInfo(name, self.versions[name], channels, name in enabled, health))
         return result
+
+
+# Consent scopes from the loosest to the strictest.
+_SCOPES = ("none", "automatic", "all")
+
+
+def _check_replacement(default: Channel, owner: str, channel: Channel) -> None:
+    """Refuse a plugin channel that would loosen what the built-in declaration of that name enforces.
+
+    The built-in sms and voice declarations carry COMPLIANCE.md rules 8 and 9 (contact hours,
+    consent); a plugin that sends on those channels must not silently drop them.
+    """
+    where = f"plugin {owner}: channel '{channel.name}'"
+    if channel.address_kind != default.address_kind:
+        raise PluginError(f"{where} declares address_kind = {channel.address_kind!r}, but steps on "
+                          f"'{channel.name}' go to the lead's {default.address_kind}; declare "
+                          f"address_kind = {default.address_kind!r}")
+    if _SCOPES.index(channel.requires_consent) < _SCOPES.index(default.requires_consent):
+        raise PluginError(f"{where} declares requires_consent = {channel.requires_consent!r}, looser than the "
+                          f"built-in {default.requires_consent!r} (COMPLIANCE.md rule 9); declare "
+                          f"requires_consent = {default.requires_consent!r} or stricter")
+    if default.contact_hours and not channel.contact_hours:
+        raise PluginError(f"{where} declares contact_hours = False, but texts and calls keep to [contact_hours] "
+                          "(COMPLIANCE.md rule 8); declare contact_hours = True")

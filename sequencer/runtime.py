@@ -35,7 +35,7 @@ class Runtime:
     def plugins(self):
         from sequencer.plugins import Plugins
 
-        return Plugins(self.settings)
+        return Plugins(self.settings, runtime=self)
 
     @cached_property
     def renderer(self):

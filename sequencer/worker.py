@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from sequencer.imap import poll_inbound
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
+    from sequencer.plugins import PluginJob
     from sequencer.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,23 @@ def add_jobs(scheduler: BaseScheduler, runtime: Runtime, engines: list[Engine]) 
     scheduler.add_job(poll_inbound, "interval", args=[runtime], seconds=runtime.settings.inbound.poll_seconds,
                       id="poll_inbound", max_instances=1, coalesce=True, next_run_time=runtime.now(),
                       misfire_grace_time=None)
+    for job in runtime.plugins.jobs():
+        # APScheduler keeps wall-clock time, whatever clock --now gives the runtime: first run now.
+        scheduler.add_job(run_plugin_job, "interval", args=[runtime, job], seconds=job.interval_seconds, id=job.id,
+                          max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc),
+                          misfire_grace_time=None)
+
+
+def run_plugin_job(runtime: Runtime, job: PluginJob) -> None:
+    """Run one plugin job with its plugin's Core, unless an admin disabled the plugin since start-up."""
+    with runtime.session() as session:
+        if job.plugin not in runtime.plugins.enabled_plugins(session):
+            return
+    try:
+        job.function(runtime.plugins.core(job.plugin))
+    except Exception:
+        # The next run comes at the next interval; the log names whose job failed.
+        log.exception("plugin %s: job %s failed", job.plugin, job.name)
 
 
 def make_engines(runtime: Runtime, concurrency: int, batch_size: int | None = None) -> list[Engine]:
@@ -97,8 +116,9 @@ def run_worker(runtime: Runtime, *, concurrency: int = 1, batch_size: int | None
     """
     hold_sqlite_worker_lock(runtime)
     engines = make_engines(runtime, concurrency, batch_size)
-    # One thread per engine, plus one so inbound polling never waits behind a long drain.
-    scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(concurrency + 1)})
+    # One thread per engine, plus one so inbound polling never waits behind a long drain, and one per plugin job.
+    threads = concurrency + 1 + len(runtime.plugins.jobs())
+    scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(threads)})
     add_jobs(scheduler, runtime, engines)
 
     def stop(signum: int, _frame: Any) -> None:

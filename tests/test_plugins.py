@@ -9,12 +9,15 @@ import click
 import flask
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from sequencer import cadences, hookimpl, hookspecs
-from sequencer.channels import Channel, OutboundTouch, SendResult
+from sequencer.channels import Channel, OutboundTouch, SendResult, core_for
 from sequencer.engine import Engine
 from sequencer.models import Enrollment, InboundEvent, Lead
-from sequencer.plugins import Plugins
+from sequencer.plugins import PluginError, Plugins
+from sequencer.worker import run_plugin_job
+from tests.support.channels import FakeSms
 from tests.support.world import REP, enroll_csv, team
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,15 +48,21 @@ class Recorder:
         self.calls.setdefault(name, []).append(value)
 
     @hookimpl
+    def register_jobs(self, register) -> None:  # noqa: ANN001
+        register("tally", lambda core: self._note("job", core), 30)
+
+    @hookimpl
     def register_commands(self, cli: click.Group) -> None:
         @cli.command("hello-plugin")
         def hello() -> None:
-            click.echo("hello from a plugin")
+            # What a command needs from the core, without importing its internals.
+            core = core_for("recorder")
+            click.echo(f"hello from a plugin at {core.now().isoformat()}, greeting {core.settings['greeting']}")
 
     @hookimpl
     def register_blueprints(self, app: flask.Flask) -> None:
         bp = flask.Blueprint("recorder", __name__)
-        bp.add_url_rule("/hooks/recorder/ping", "ping", lambda: "pong")
+        bp.add_url_rule("/hooks/recorder/ping", "ping", lambda: f"pong {core_for('recorder').now().isoformat()}")
         app.register_blueprint(bp)
 
     @hookimpl
@@ -130,13 +139,97 @@ def test_load_filter_env_limits_plugins(settings, monkeypatch) -> None:
     assert Plugins(settings).names() == []
 
 
-def test_command_and_blueprint_hooks(runtime, recorder) -> None:
-    group = click.Group("sequencer")
-    runtime.plugins.hook.register_commands(cli=group)
-    assert "hello-plugin" in group.commands
+def test_command_and_blueprint_hooks_reach_the_core(runtime, recorder, config_path) -> None:
+    from sequencer.cli import main
     from sequencer.web import create_app
 
-    assert create_app(runtime).test_client().get("/hooks/recorder/ping").data == b"pong"
+    runtime.settings.plugins["recorder"] = {"greeting": "hi"}
+    config_path.write_text(config_path.read_text() + '\n[plugins.recorder]\ngreeting = "hi"\n', encoding="utf-8")
+    group = click.Group("sequencer", commands=main.commands, params=main.params, callback=main.callback)
+    runtime.plugins.hook.register_commands(cli=group)
+    result = CliRunner().invoke(group, ["--config", str(config_path), "--now", "2026-05-01T09:00:00Z",
+                                        "hello-plugin"], catch_exceptions=False)
+    assert result.output == "hello from a plugin at 2026-05-01T09:00:00+00:00, greeting hi\n"
+    assert create_app(runtime).test_client().get("/hooks/recorder/ping").data == b"pong 2026-03-02T14:00:00+00:00"
+
+
+def test_core_for_outside_a_command_or_request_says_where_it_works() -> None:
+    with pytest.raises(RuntimeError, match="plugin recorder asked for its core outside a command or web request"):
+        core_for("recorder")
+
+
+def test_jobs_run_with_the_plugin_core_unless_the_plugin_is_disabled(runtime, recorder) -> None:
+    [job] = runtime.plugins.jobs()
+    assert (job.id, job.interval_seconds) == ("plugin:recorder:tally", 30)
+    run_plugin_job(runtime, job)
+    assert recorder.calls["job"] == [runtime.plugins.core("recorder")]
+    with runtime.session() as session:
+        runtime.plugins.set_enabled(session, "recorder", False, runtime.now())
+    run_plugin_job(runtime, job)
+    assert len(recorder.calls["job"]) == 1
+
+
+@pytest.mark.parametrize(("interval", "problem"), [(0, "every 0 seconds; the interval must be a positive"),
+                                                   ("60", "every '60' seconds")])
+def test_a_bad_job_is_refused_naming_it(runtime, interval, problem) -> None:
+    class BadJob:
+        @hookimpl
+        def register_jobs(self, register) -> None:  # noqa: ANN001
+            register("sync", print, interval)
+
+    runtime.plugins.add_plugin(BadJob(), "badjob")
+    with pytest.raises(PluginError, match=f"plugin badjob registered job 'sync' {problem}"):
+        runtime.plugins.jobs()
+
+
+def test_builtin_declares_manual_only_sms_voice_and_task(runtime) -> None:
+    sms, voice, task = (runtime.plugins.channel(n) for n in ("sms", "voice", "task"))
+    assert not (sms.automatic or voice.automatic or task.automatic)
+    assert (sms.address_kind, sms.task_kind, sms.requires_consent, sms.contact_hours) == ("phone", "sms", "all", True)
+    assert (voice.task_kind, voice.task_verb, voice.requires_consent) == ("call", "Call", "automatic")
+    assert (task.address_kind, task.task_kind, task.sender_kind) == (None, "task", None)
+    with runtime.session() as session:
+        status = runtime.plugins.channel_status(session)
+    # Manual steps need nothing more; an automatic text waits, and the reason says what to do.
+    assert status["sms"].startswith("no installed plugin sends sms by itself; install one, or make the step manual")
+
+
+class Texter:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    @hookimpl
+    def register_channels(self, register) -> None:  # noqa: ANN001
+        register(self.channel)
+
+
+def test_a_plugin_channel_replaces_the_builtin_declaration(runtime) -> None:
+    runtime.plugins.add_plugin(Texter(FakeSms()), "texter")
+    assert isinstance(runtime.plugins.channel("sms"), FakeSms)
+    assert runtime.plugins.channel_plugin("sms") == "texter"
+    with runtime.session() as session:
+        assert runtime.plugins.channel_status(session)["sms"] is None
+    runtime.plugins.remove_plugin("texter")
+    assert runtime.plugins.channel_plugin("sms") == "sequencer.builtin"
+
+
+def test_a_second_plugin_for_one_channel_is_refused_naming_both(runtime) -> None:
+    runtime.plugins.add_plugin(Texter(FakeSms()), "texter")
+    with pytest.raises(PluginError, match="channel 'sms' is registered by both plugins texter and other"):
+        runtime.plugins.add_plugin(Texter(FakeSms()), "other")
+    # The refused plugin left nothing behind.
+    assert runtime.plugins.channel_plugin("sms") == "texter" and "other" not in runtime.plugins.names()
+
+
+@pytest.mark.parametrize(("loosened", "problem"), [
+    ({"requires_consent": "automatic"}, "declares requires_consent = 'automatic', looser than the built-in 'all'"),
+    ({"contact_hours": False}, "declares contact_hours = False, but texts and calls keep to"),
+    ({"address_kind": "email"}, "declares address_kind = 'email', but steps on 'sms' go to the lead's phone"),
+])
+def test_a_replacement_that_loosens_compliance_is_refused(runtime, loosened, problem) -> None:
+    loose = type("LooseSms", (FakeSms,), loosened)
+    with pytest.raises(PluginError, match=f"plugin loose: channel 'sms' {problem}"):
+        runtime.plugins.add_plugin(Texter(loose()), "loose")
 
 
 def test_template_and_event_hooks(cli, runtime, recorder, tmp_path, smtp_sink) -> None:

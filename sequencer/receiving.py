@@ -1,0 +1,417 @@
+"""The core side of what plugins report after the send (sequencer.channels.Core).
+
+Delivery statuses and call results move a touch forward only; inbound messages are matched to
+leads by address or number and read for opt-out, opt-in and help keywords before they count
+as replies; opt-outs and address verdicts suppress. Each report is one transaction, safe to
+repeat, and answered with a Receipt so the plugin can answer its provider.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer import audit, suppressions
+from sequencer.channels import AddressVerdict, CallStatus, Core, DeliveryStatus, Receipt
+from sequencer.exits import end_for_lead, end_on_reply
+from sequencer.leads import LeadDataError, email_key, parse_phone
+from sequencer.models import LIVE_STATES, Enrollment, InboundEvent, Lead, Suppression, Task, Touch
+from sequencer.optouts import opt_out
+
+# How optouts.opt_out and _opt_out word the reason of the suppressions they add: an opt-in
+# narrows only those, never one a person added.
+OPT_OUT_REASON = "opt-out via "
+
+if TYPE_CHECKING:
+    from sequencer.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Forward order of the contract's statuses; the highest rank is final (nothing replaces it).
+DELIVERY_RANK: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3,
+                                 "failed": 3}
+CALL_RANK: dict[str, int] = {"queued": 0, "initiated": 1, "ringing": 2, "in_progress": 3, "completed": 4,
+                             "busy": 4, "no_answer": 4, "failed": 4, "canceled": 4}
+# Touch statuses that are already final whatever the provider's words say (e.g. an email "bounced").
+_FINAL_TOUCH = ("delivered", "failed", "completed", "skipped")
+# Our touch status for a delivery status, and the touch statuses it may replace.
+_DELIVERY_TOUCH = {"queued": "sent", "sending": "sent", "sent": "sent", "delivered": "delivered",
+                   "undelivered": "failed", "failed": "failed"}
+_REPLACES = {"sent": ("sending", "unknown"), "delivered": ("sending", "unknown", "sent"),
+             "failed": ("sending", "unknown", "sent"), "completed": ("sending", "unknown", "sent")}
+# A touch's provider_status may be changed by another report between our read and our write;
+# the compare-and-set then fails and we read again, at most this many times.
+_ATTEMPTS = 5
+
+# Revocation "in any reasonable manner" (FCC 24-24, COMPLIANCE.md rule 10): a sentence asking us to
+# stop, besides the keywords. Errs toward opting out: a missed opt-out is the costly mistake.
+_OPT_OUT_TEXT = re.compile(
+    r"\bunsubscribe\b|\bopt(?:-| )?(?:me )?out\b|\bremove (?:me|us|my (?:number|phone|e-?mail))\b|"
+    r"\btake (?:me|us|my number) off\b|\bno more (?:texts|messages|calls|e-?mails)\b|"
+    r"\b(?:stop|quit|cease) (?:texting|txting|messaging|calling|contacting|sending|writing|spamming|e-?mailing)\b|"
+    r"\b(?:do not|don'?t|never) (?:text|txt|call|message|contact|e-?mail|write)(?: to)? (?:me|us|this number)\b|"
+    r"отпиш(?:ите|ись|и)\b|отписать(?:ся)?|удалите (?:меня|мой номер|нас)|"
+    r"не (?:пишите|звоните|присылайте|отправляйте|беспокойте)|"
+    r"(?:хватит|прекратите|перестаньте) (?:мне |нам )?(?:писать|звонить|слать|присылать|спамить)",
+    re.I,
+)
+# Around a keyword: spaces (rule 10) and the punctuation people type after a word ("STOP!").
+_KEYWORD_TRIM = " \t\r\n.!?,;:'\"«»"
+
+
+class PluginCore:
+    """One plugin's Core: the runtime's database and clock, that plugin's settings, the report methods."""
+
+    def __init__(self, runtime: Runtime, plugin: str) -> None:
+        self._runtime = runtime
+        self.plugin = plugin
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self._runtime.settings.plugin(self.plugin)
+
+    def session(self) -> AbstractContextManager[so.Session]:
+        return self._runtime.session()
+
+    def now(self) -> datetime:
+        return self._runtime.now()
+
+    # -- after the send ---------------------------------------------------------------------------
+
+    def delivery_status(self, channel: str, provider_id: str, status: DeliveryStatus, at: datetime,
+                        error_code: str | None = None, raw: Any = None) -> Receipt:
+        _check_word("delivery status", status, DELIVERY_RANK)
+        error = None
+        if _DELIVERY_TOUCH[status] == "failed":
+            error = status + (f" (provider error {error_code})" if error_code else "")
+        with self.session() as session:
+            return self._advance(session, sa.and_(Touch.channel == channel, Touch.provider_id == provider_id),
+                                 f"{channel} {provider_id}", status, DELIVERY_RANK, _DELIVERY_TOUCH[status], at,
+                                 error=error, event_kind="status", event_channel=channel,
+                                 classification={"status": status, "error_code": error_code}, raw=raw,
+                                 summary=error or status)
+
+    def call_result(self, provider_id: str, status: CallStatus, duration: int | None = None,
+                    answered_by: str | None = None, recording_url: str | None = None,
+                    at: datetime | None = None) -> Receipt:
+        _check_word("call status", status, CALL_RANK)
+        final = CALL_RANK[status] == max(CALL_RANK.values())
+        touch_status = ("failed" if status == "failed" else "completed") if final else "sent"
+        parts = [f"call {status.replace('_', ' ')}", f"{duration} s" if duration is not None else "",
+                 f"answered by {answered_by}" if answered_by else "", f"recording {recording_url}" if recording_url else ""]
+        summary = ", ".join(p for p in parts if p)
+        with self.session() as session:
+            return self._advance(session, Touch.provider_id == provider_id, f"call {provider_id}", status, CALL_RANK,
+                                 touch_status, at or self.now(), error=summary if status == "failed" else None,
+                                 event_kind="call_result", event_channel=None,
+                                 classification={"status": status, "duration": duration, "answered_by": answered_by,
+                                                 "recording_url": recording_url},
+                                 raw=None, summary=summary)
+
+    def _advance(self, session: so.Session, which: sa.ColumnElement[bool], described: str, word: str,
+                 ranks: dict[str, int], touch_status: str, at: datetime, *, error: str | None, event_kind: str,
+                 event_channel: str | None, classification: dict[str, Any], raw: Any, summary: str) -> Receipt:
+        """Move the touch(es) a provider id names to `word` if that is forward; record final words as events."""
+        now = self.now()
+        final_rank = max(ranks.values())
+        touch = None
+        for _ in range(_ATTEMPTS):
+            touch = session.scalars(sa.select(Touch).where(which).order_by(Touch.id).limit(1)
+                                    .execution_options(populate_existing=True)).first()
+            if touch is None:
+                log.warning("%s: no touch has this provider id; the report is ignored", described)
+                return Receipt("unknown_id", detail=f"no touch has provider id {described}")
+            if ranks[word] <= _rank(touch, ranks, final_rank):
+                return Receipt("unchanged", lead_id=touch.lead_id, touch_id=touch.id,
+                               detail=f"touch {touch.id} is already {touch.provider_status or touch.status}")
+            values: dict[str, Any] = {"provider_status": word, "updated_at": now}
+            if touch.status in _REPLACES.get(touch_status, ()):
+                values["status"] = touch_status
+                if touch_status in ("sent", "delivered", "completed") and touch.sent_at is None:
+                    values["sent_at"] = at
+            if error:
+                values["error"] = error
+            # Compare-and-set on the words we read: a concurrent report in between makes us read again.
+            same = (Touch.provider_status.is_(None) if touch.provider_status is None
+                    else Touch.provider_status == touch.provider_status)
+            if session.execute(sa.update(Touch).where(Touch.id == touch.id, same).values(**values)
+                               .execution_options(synchronize_session=False)).rowcount == 1:
+                break
+        else:
+            raise RuntimeError(f"{described}: the touch kept changing under {_ATTEMPTS} reports in a row")
+        if ranks[word] == final_rank:
+            # Intermediate words live on the touch; a final one carries the provider's verdict, kept on the timeline.
+            self._record(session, InboundEvent(
+                kind=event_kind, channel=event_channel or touch.channel, received_at=now, lead_id=touch.lead_id,
+                touch_id=touch.id, summary=summary[:1000], classification={**classification, "at": at.isoformat()},
+                raw=_raw_text(raw)))
+        return Receipt("updated", changed=True, lead_id=touch.lead_id, touch_id=touch.id,
+                       detail=f"touch {touch.id} is now {word}")
+
+    # -- from the lead ----------------------------------------------------------------------------
+
+    def inbound_message(self, channel: str, from_address: str, to_address: str, text: str, provider_id: str | None,
+                        at: datetime, raw: Any = None) -> Receipt:
+        now = self.now()
+        with self.session() as session:
+            if provider_id:
+                prior = session.scalar(sa.select(InboundEvent).where(
+                    InboundEvent.channel == channel, InboundEvent.message_id == provider_id[:300]).limit(1))
+                if prior is not None:
+                    return Receipt(prior.classification.get("action", "reply"), lead_id=prior.lead_id,
+                                   touch_id=prior.touch_id, detail=f"message {provider_id} was already received")
+            kind, address = self._address(channel, from_address)
+            leads = _leads(session, kind, address)
+            word = text.strip(_KEYWORD_TRIM).casefold()
+            inbound = self._runtime.settings.inbound
+            message = {"channel": channel, "from": address, "to": to_address, "text": text,
+                       "provider_id": provider_id, "at": at, "raw": raw}
+            if word in _folded(inbound.opt_out_keywords) or _OPT_OUT_TEXT.search(text):
+                return self._opt_out(session, channel, kind, address, leads, f"{channel}_message", text, message)
+            if word in _folded(inbound.opt_in_keywords) and _opted_out(session, kind, address):
+                return self._opt_in(session, channel, kind, address, leads, message)
+            if word in _folded(inbound.help_keywords):
+                lead = _pick(session, leads, channel)
+                self._message_event(session, "help", message, lead, None, "help")
+                return Receipt("help", lead_id=lead.id if lead else None, detail="answer with your help text")
+            return self._reply(session, leads, message)
+
+    def opt_out(self, channel: str, address: str, source: str, detail: str = "") -> Receipt:
+        with self.session() as session:
+            kind, value = self._address(channel, address)
+            return self._opt_out(session, channel, kind, value, _leads(session, kind, value), source, detail, None)
+
+    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "") -> Receipt:
+        if verdict not in ("invalid", "unable_sms"):
+            raise ValueError(f"address verdict {verdict!r} is not one of 'invalid', 'unable_sms'")
+        now = self.now()
+        with self.session() as session:
+            kind, value = self._address(channel, address)
+            if kind is None:
+                return Receipt("unchanged", detail=f"{address!r} is neither an email address nor a phone number")
+            leads = _leads(session, kind, value)
+            scope = "sms" if verdict == "unable_sms" else "all"
+            why = ("cannot receive SMS" if verdict == "unable_sms" else "invalid address") + (f": {detail}" if detail else "")
+            changed = suppressions.find(session, kind, value, scope) is None
+            suppressions.add(session, kind, value, reason=why[:1000], source=f"{channel}_verdict"[:50], now=now,
+                             channel=scope)
+            for lead in leads:
+                if verdict == "invalid":
+                    # As a hard bounce: the address is wrong, so every cadence that needs it ends.
+                    flag = "email_invalid" if kind == "email" else "phone_wrong"
+                    changed |= not getattr(lead, flag)
+                    setattr(lead, flag, True)
+                    end_for_lead(session, lead, state="bounced", reason=why[:200], now=now,
+                                 plugins=self._runtime.plugins)
+                audit.record(session, actor=f"plugin:{self.plugin}", action=f"lead.address_{verdict}",
+                             object_type="lead", object_id=lead.id, at=now, channel=channel, detail=detail)
+            return Receipt("flagged", changed=changed, lead_id=leads[0].id if leads else None,
+                           detail=f"{kind} {value} suppressed on {'all channels' if scope == 'all' else scope}")
+
+    # -- the acts -----------------------------------------------------------------------------------
+
+    def _opt_out(self, session: so.Session, channel: str, kind: str | None, address: str, leads: list[Lead],
+                 source: str, detail: str, message: dict[str, Any] | None) -> Receipt:
+        """Suppress the address on every channel and opt out every lead that has it."""
+        now = self.now()
+        changed = False
+        if kind is not None:
+            changed = suppressions.find(session, kind, address) is None
+            suppressions.add(session, kind, address, reason=f"{OPT_OUT_REASON}{source}: {detail}"[:1000],
+                             source=source[:50], now=now)
+        for lead in leads:
+            if opt_out(session, lead, now=now, source=source, detail=detail[:500], plugins=self._runtime.plugins,
+                       channel=channel):
+                changed = True
+                if message is not None:
+                    # The opt-out's own event is the message's record: keep its id (replays) and raw payload.
+                    event = session.scalars(sa.select(InboundEvent).where(
+                        InboundEvent.lead_id == lead.id, InboundEvent.kind == "opt_out")
+                        .order_by(InboundEvent.id.desc()).limit(1)).one()
+                    event.message_id = (message["provider_id"] or "")[:300] or None
+                    event.raw = _raw_text(message["raw"])
+                    event.classification = {**event.classification, "action": "opted_out", "text": message["text"]}
+                    message = None
+        if message is not None and (changed or not leads):
+            self._message_event(session, "opt_out", message, leads[0] if leads else None, None, "opted_out")
+        return Receipt("opted_out", changed=changed, lead_id=leads[0].id if leads else None,
+                       detail=f"{address} is opted out of every channel")
+
+    def _opt_in(self, session: so.Session, channel: str, kind: str | None, address: str, leads: list[Lead],
+                message: dict[str, Any]) -> Receipt:
+        """Let texts reach an opted-out number again, and nothing else: calls and email stay suppressed.
+
+        The opt-out's suppressions on every channel are narrowed: the number's to calls, its
+        leads' email addresses to email. Suppressions a person added for other reasons stay.
+        """
+        now = self.now()
+        note = f"; texted {message['text'].strip()[:50]!r} at {now.isoformat()}: texts allowed again"
+        _narrow(session, "phone", address, "voice", note)
+        for lead in leads:
+            if lead.email_normalized:
+                _narrow(session, "email", lead.email_normalized, "email", note)
+            # Ended enrollments stay ended: a person decides whether to enroll the lead again.
+            lead.opted_out_at, lead.updated_at = None, now
+            audit.record(session, actor=f"lead:{lead.id}", action="lead.opt_in", object_type="lead",
+                         object_id=lead.id, at=now, channel=channel, address=address)
+        lead = leads[0] if leads else None
+        self._message_event(session, "opt_in", message, lead, None, "opted_in")
+        return Receipt("opted_in", changed=True, lead_id=lead.id if lead else None,
+                       detail=f"{address} may receive texts again; calls and email stay suppressed")
+
+    def _reply(self, session: so.Session, leads: list[Lead], message: dict[str, Any]) -> Receipt:
+        """Record a reply, end the cadences whose exit rules say so, and open a task for the owner."""
+        now = self.now()
+        channel, text = message["channel"], message["text"]
+        lead = _pick(session, leads, channel)
+        if lead is None:
+            self._message_event(session, "reply", message, None, None, "unmatched")
+            return Receipt("unmatched", detail=f"no lead has the address {message['from']}")
+        touch = session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id, Touch.channel == channel)
+                                .order_by(Touch.id.desc()).limit(1)).first()
+        plugins = self._runtime.plugins
+        ended = end_on_reply(session, lead.id, replied_to=touch.enrollment_id if touch else None, now=now,
+                             plugins=plugins)
+        who = lead.full_name or lead.phone or lead.email
+        session.add(Task(owner_id=lead.owner_id, lead_id=lead.id, touch_id=touch.id if touch else None, kind="reply",
+                         title=f"Reply received from {who} ({channel}): {text.strip()[:120]}"[:500],
+                         instructions=text, due_at=now, priority=40, created_at=now))
+        sentiment = plugins.hook.classify_reply(text=text)
+        self._message_event(session, "reply", message, lead, touch, "reply", sentiment=sentiment, ended=ended)
+        return Receipt("reply", changed=True, lead_id=lead.id, touch_id=touch.id if touch else None,
+                       detail=f"ended {len(ended)} enrollment(s) as replied; opened a reply task")
+
+    def _message_event(self, session: so.Session, kind: str, message: dict[str, Any], lead: Lead | None,
+                       touch: Touch | None, action: str, **classification: Any) -> None:
+        self._record(session, InboundEvent(
+            kind=kind, channel=message["channel"], received_at=self.now(), lead_id=lead.id if lead else None,
+            touch_id=touch.id if touch else None, message_id=(message["provider_id"] or "")[:300] or None,
+            summary=message["text"][:500],
+            classification={"action": action, "from": message["from"], "to": message["to"],
+                            "at": message["at"].isoformat(), **classification},
+            raw=_raw_text(message["raw"])))
+
+    def _record(self, session: so.Session, event: InboundEvent) -> None:
+        session.add(event)
+        session.flush()
+        self._runtime.plugins.hook.inbound_received(event=event)
+
+    def _address(self, channel: str, address: str) -> tuple[str | None, str]:
+        """Return the address's kind and normalized form; kind None when it is neither (a short code...)."""
+        declared = self._runtime.plugins.channel(channel)
+        kind = declared.address_kind if declared is not None and declared.address_kind else None
+        if kind is None:
+            kind = "email" if "@" in address else "phone"
+        try:
+            if kind == "email":
+                return kind, email_key(address)
+            return kind, parse_phone(address, self._runtime.settings.leads.default_region)
+        except LeadDataError:
+            log.warning("%s: %r is not a valid %s; it matches no lead and cannot be suppressed", channel, address,
+                        kind)
+            return None, address.strip()
+
+
+def current_core(plugin: str) -> Core:
+    """Return `plugin`'s Core in the web request or CLI command being run (see channels.core_for)."""
+    runtime = None
+    # Only a process that serves the web app has sequencer.web loaded; importing it here would pull in Flask.
+    if "sequencer.web" in sys.modules:
+        from sequencer.web import get_runtime
+
+        try:
+            runtime = get_runtime()
+        except RuntimeError:  # no application context: not inside a request
+            runtime = None
+    if runtime is None:
+        import click
+
+        from sequencer.cli.base import CliState
+
+        context = click.get_current_context(silent=True)
+        state = context.find_object(CliState) if context is not None else None
+        runtime = state.runtime() if state is not None else None
+    if runtime is None:
+        raise RuntimeError(f"plugin {plugin} asked for its core outside a command or web request; channels use "
+                           "self.context.core and jobs are handed theirs")
+    return runtime.plugins.core(plugin)
+
+
+def _check_word(what: str, word: str, ranks: dict[str, int]) -> None:
+    if word not in ranks:
+        raise ValueError(f"{what} {word!r} is not one of {', '.join(ranks)}; map the provider's word onto them")
+
+
+def _rank(touch: Touch, ranks: dict[str, int], final_rank: int) -> int:
+    """Return how far a touch has got in `ranks`' order (-1: nowhere yet)."""
+    if touch.status in _FINAL_TOUCH:
+        return final_rank
+    return ranks.get(touch.provider_status or "", -1)
+
+
+def _folded(words: list[str]) -> set[str]:
+    return {w.strip().casefold() for w in words}
+
+
+def _leads(session: so.Session, kind: str | None, address: str) -> list[Lead]:
+    if kind == "email":
+        return list(session.scalars(sa.select(Lead).where(Lead.email_normalized == address)))
+    if kind == "phone":
+        return list(session.scalars(sa.select(Lead).where(Lead.phone == address).order_by(Lead.id)))
+    return []
+
+
+def _pick(session: so.Session, leads: list[Lead], channel: str) -> Lead | None:
+    """Choose which of the leads sharing an address a message is from: the one we last touched on the channel."""
+    if len(leads) <= 1:
+        return leads[0] if leads else None
+    by_id = {lead.id: lead for lead in leads}
+    last = session.scalar(sa.select(Touch.lead_id).where(Touch.lead_id.in_(list(by_id)), Touch.channel == channel)
+                          .order_by(Touch.id.desc()).limit(1))
+    if last is None:
+        last = session.scalar(sa.select(Enrollment.lead_id).where(Enrollment.lead_id.in_(list(by_id)),
+                                                                  Enrollment.state.in_(LIVE_STATES))
+                              .order_by(Enrollment.enrolled_at.desc()).limit(1))
+    return by_id.get(last, leads[0])
+
+
+def _opt_out_entry(session: so.Session, kind: str | None, address: str) -> Suppression | None:
+    """Return the suppression on every channel that an opt-out left on this address, if any."""
+    if kind is None:
+        return None
+    entry = session.scalar(sa.select(Suppression).where(
+        Suppression.kind == kind, Suppression.value_hash == suppressions.value_hash(address),
+        Suppression.channel == "all"))
+    return entry if entry is not None and entry.reason.startswith(OPT_OUT_REASON) else None
+
+
+def _opted_out(session: so.Session, kind: str | None, address: str) -> bool:
+    """Tell whether an address is opted out: an opt-out suppressed it on every channel."""
+    return _opt_out_entry(session, kind, address) is not None
+
+
+def _narrow(session: so.Session, kind: str, address: str, channel: str, note: str) -> None:
+    """Narrow an opt-out's suppression of an address from every channel to `channel`."""
+    entry = _opt_out_entry(session, kind, address)
+    if entry is None:
+        return
+    if suppressions.find(session, kind, address, channel) is not None:
+        session.delete(entry)
+    else:
+        entry.channel, entry.reason = channel, (entry.reason + note)[:1000]
+
+
+def _raw_text(raw: Any) -> str | None:
+    """Keep a provider's payload as text (JSON for a mapping) for audit; erased with the lead."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str)
