@@ -232,8 +232,9 @@ def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: 
             if is_temporary(exc):
                 # Nothing was committed: the UID stays unread and the poll is tried again after a backoff.
                 log.warning("mailbox %s: message UID %s could not be handled: %s", result.mailbox, uid, exc)
-                raise PollFailed(f"message UID {uid} in {folder} could not be handled "
-                                 f"({type(exc).__name__}: {exc}); it will be tried again") from exc
+                why = f"{type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+                raise PollFailed(f"message UID {uid} in {folder} could not be handled ({why}); "
+                                 "it will be tried again") from exc
             # Even recording failed, and would fail again: pass the message over so the mail behind it is read.
             log.exception("mailbox %s: message UID %s could not be recorded", result.mailbox, uid)
             _advance(runtime, mailbox_id, validity, uid)

@@ -16,6 +16,7 @@ from sequencer.runtime import Runtime
 from tests.conftest import unavailable
 from tests.support.dovecot import PASSWORD, Dovecot, DovecotUnavailable
 from tests.support.world import REP, apply, enroll_csv, team
+from tests.test_inbound import arf_naming_nobody
 
 LEAD = "nina@ny.example"
 NOW = "2026-03-02T14:00:00Z"  # the `clock` fixture: Monday 09:00 in New York
@@ -343,3 +344,59 @@ def test_poll_mailbox_of_an_unknown_id(runtime) -> None:
 
 def test_backoff_doubles_up_to_an_hour() -> None:
     assert [backoff(n) for n in (1, 2, 3, 6, 7, 50)] == [timedelta(minutes=m) for m in (1, 2, 4, 32, 60, 60)]
+
+
+def test_a_message_that_cannot_be_acted_on_does_not_stop_the_poller(runtime, dovecot, imap_user, sent) -> None:
+    complaint_uid = dovecot.append(imap_user, arf_naming_nobody())
+    reply_uid = dovecot.append(imap_user, reply_to(sent))
+    (result,) = poll_inbound(runtime)
+    assert (result.fetched, result.errors) == (2, [])
+    assert [(m["uid"], m["kind"], m.get("unmatched")) for m in result.messages] == [
+        (complaint_uid, "complaint", "the complaint names no recipient"), (reply_uid, "reply", None)]
+    assert state_of_lead(runtime) == "replied"
+    assert mailbox(runtime).imap_last_uid == reply_uid
+
+
+def test_acting_that_fails_for_good_moves_on(runtime, dovecot, imap_user, sent, monkeypatch) -> None:
+    import sequencer.inbound
+
+    real_handle = sequencer.inbound.handle_email
+
+    def handle_failing_on_the_colleague(session, raw, **kwargs):
+        if b"Lunch at noon?" in raw:
+            raise ValueError("a value the database refuses")
+        return real_handle(session, raw, **kwargs)
+
+    monkeypatch.setattr(sequencer.inbound, "handle_email", handle_failing_on_the_colleague)
+    dovecot.append(imap_user, other_mail())
+    reply_uid = dovecot.append(imap_user, reply_to(sent))
+    (result,) = poll_inbound(runtime)
+    assert (result.fetched, result.errors) == (2, [])
+    assert [m["kind"] for m in result.messages] == ["unknown", "reply"]
+    assert result.messages[0]["unmatched"].startswith("acting on it failed (ValueError: a value the database refuses)")
+    assert state_of_lead(runtime) == "replied"
+    assert mailbox(runtime).imap_last_uid == reply_uid
+
+
+def test_database_failure_keeps_the_message_for_the_next_poll(runtime, dovecot, imap_user, sent,
+                                                              monkeypatch) -> None:
+    import sequencer.inbound
+
+    def database_down(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT INTO inbound_events ...", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sequencer.inbound, "handle_email", database_down)
+        uid = dovecot.append(imap_user, reply_to(sent))
+        (result,) = poll_inbound(runtime)
+    assert result.fetched == 0
+    assert result.errors == [f"message UID {uid} in INBOX could not be handled (OperationalError: "
+                             "server closed the connection); it will be tried again"]
+    box = mailbox(runtime)
+    assert (box.imap_last_uid, box.inbound_failures) == (None, 1)
+    assert recorded(runtime) == []
+
+    (result,) = poll_inbound(runtime, include_waiting=True)  # the database is back
+    assert (result.fetched, result.errors) == (1, [])
+    assert state_of_lead(runtime) == "replied"
+    assert mailbox(runtime).imap_last_uid == uid

@@ -443,7 +443,8 @@ def test_notification_is_for_a_person_never_a_reply(cli, world, runtime, tmp_pat
 
     # The same notice from the lead's company but about none of our messages is no one's: postmaster@
     # the lead's domain is not a colleague of the lead.
-    unrelated = notice.replace(ours.encode(), b"<elsewhere@corp.example>").replace(b"Message-ID: <", b"Message-ID: <2", 1)
+    unrelated = (notice.replace(ours.encode(), b"<elsewhere@corp.example>")
+                 .replace(b"Message-ID: <", b"Message-ID: <2", 1))
     assert inbound(cli, tmp_path, unrelated)["lead_id"] is None
 
 
