@@ -84,7 +84,8 @@ def bad_encoding(raw: bytes, rng: random.Random) -> bytes:
                  flags=re.I | re.M)
     # Invalid UTF-8, a stray soft line break, base64 padding in the middle.
     at = rng.randrange(len(raw) + 1)
-    return raw[:at] + rng.choice([b"\xc3\x28\xa0\xa1", b"=\r\n=ZZ=", b"====", b"\xe2\x82", b"=?utf-8?Q?=FF?="]) + raw[at:]
+    junk = rng.choice([b"\xc3\x28\xa0\xa1", b"=\r\n=ZZ=", b"====", b"\xe2\x82", b"=?utf-8?Q?=FF?="])
+    return raw[:at] + junk + raw[at:]
 
 
 def broken_mime(raw: bytes, rng: random.Random) -> bytes:
