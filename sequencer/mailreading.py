@@ -380,6 +380,7 @@ _OPT_OUT_WORD_RE = re.compile(
 # How much decoded text of one part is read.  Every notice, report and reply puts what it says in
 # the first few kilobytes; a cap keeps a 20 MB attachment or a runaway body from costing seconds.
 _SCAN_LIMIT = 256 * 1024
+_REPLY_HEAD = 32 * 1024
 
 _CHARSET_ALIASES = {"ks_c_5601-1987": "cp949", "x-unknown": "utf-8", "unknown-8bit": "utf-8", "_autodetect_all": "utf-8"}
 
@@ -1067,18 +1068,17 @@ def read_reply_sentiment(text: str) -> str:
 
 def _reply_text(body: str) -> str:
     """Return the new text of a reply, without quoted history or signature."""
-    from email_reply_parser import EmailReplyParser
-
-    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    # A person's new words come first; reading a bounded head keeps a huge body cheap.
+    text = body[:_REPLY_HEAD].replace("\r\n", "\n").replace("\r", "\n")
     cut = len(text)
     for pattern in _QUOTE_START_RES + _SIGNATURE_RES:
         match = pattern.search(text)
         if match and match.start() < cut:
             cut = match.start()
     text = text[:cut]
-    # The library drops trailing '>' quotes and the classic "-- " signature forms we do not catch.
-    lines = [line for line in EmailReplyParser.parse_reply(text).splitlines() if not line.lstrip().startswith(">")]
-    return "\n".join(lines).strip()
+    # Interleaved '>' quotes with no header line above them are history too.
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # --------------------------------------------------------------------------
