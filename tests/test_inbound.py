@@ -447,6 +447,13 @@ def test_notification_is_for_a_person_never_a_reply(cli, world, runtime, tmp_pat
                  .replace(b"Message-ID: <", b"Message-ID: <2", 1))
     assert inbound(cli, tmp_path, unrelated)["lead_id"] is None
 
+    # Both wait for a person in `inbound list`, newest first, with the mailbox they came to.
+    listed = json.loads(cli("inbound", "list", "--unmatched", "--format", "json").output)
+    assert [(r["kind"], r["lead"], r["mailbox"]) for r in listed] == [
+        ("notification", None, REP), ("notification", "ann@corp.example", REP)]
+    assert listed[0]["summary"].startswith("unmatched: a delivery or system notification")
+    assert json.loads(cli("inbound", "list", "--kind", "reply", "--format", "json").output) == []
+
 
 def test_unreadable_message_is_recorded(cli, world, runtime, tmp_path, smtp_sink) -> None:
     start(cli, tmp_path)

@@ -57,6 +57,33 @@ def classify(state: CliState, files: tuple[Path, ...], fmt: str) -> None:
     emit(rows, fmt, ["file", "kind", "suppress", "addresses"])
 
 
+@inbound.command(name="list")
+@click.option("--unmatched", is_flag=True, help="Only the messages that could not be acted on, with the reason.")
+@click.option("--kind", default=None, help="Only this kind: reply, auto_reply, bounce, complaint, notification...")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@format_option
+@pass_state
+def list_events(state: CliState, unmatched: bool, kind: str | None, limit: int, fmt: str) -> None:
+    """Show the latest inbound messages, newest first; the unmatched ones and notifications wait here for a person."""
+    import sqlalchemy as sa
+
+    from sequencer.models import InboundEvent, Lead, Mailbox
+
+    query = (sa.select(InboundEvent, Lead.email, Mailbox.address)
+             .outerjoin(Lead, Lead.id == InboundEvent.lead_id).outerjoin(Mailbox, Mailbox.id == InboundEvent.mailbox_id)
+             .where(InboundEvent.channel == "email").order_by(InboundEvent.id.desc()).limit(limit))
+    if unmatched:
+        query = query.where(InboundEvent.summary.startswith("unmatched: "))
+    if kind:
+        query = query.where(InboundEvent.kind == kind)
+    with state.runtime().session() as session:
+        rows = [{"id": event.id, "received_at": event.received_at, "kind": event.kind, "lead": lead,
+                 "mailbox": mailbox, "message_id": event.message_id,
+                 "summary": event.summary if fmt == "json" else event.summary[:100]}
+                for event, lead, mailbox in session.execute(query)]
+    emit(rows, fmt, ["id", "received_at", "kind", "lead", "mailbox", "summary"])
+
+
 @inbound.command()
 @click.option("--mailbox", "address", metavar="ADDRESS", default=None,
               help="Poll only this mailbox (default: every mailbox with IMAP settings).")
