@@ -1,9 +1,14 @@
 """Read one inbound email the way a deliverability expert would.
 
 A pure module: it parses the bytes of one RFC 5322 message and says what it is
-(a human reply, an auto-reply, a bounce, a complaint or a delivery report), which
-recipients it is about and why, and whether those recipients must be suppressed.
-Nothing here touches a database or the network.
+(a human reply, an auto-reply, a bounce, a complaint, a delivery report, or a mail
+system's notification that names no failed recipient), which recipients it is about and
+why, and whether those recipients must be suppressed.  Nothing here touches a database or
+the network.  The rules, in order and with where each comes from, are in docs/inbound.md.
+
+A mail system's notice (null reverse path, MAILER-DAEMON / postmaster sender, a report,
+a delivery-failure subject) is never read as a person's reply, and a subject that starts
+with "Re:" is our own words coming back, so it never decides an auto-reply or a bounce.
 
 Bounce causes are decided from the diagnostic text first and the DSN status code
 second, because the same code (5.7.1, 5.0.0, even 5.1.1) is used by real servers

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.bounce_corpus import CORPUS, categories, corpus_half, expected_kind, measure
-from sequencer.mailreading import as_dict, read_message, read_reply_sentiment
+from sequencer.mailreading import REASON_CAUSE, as_dict, read_message, read_reply_sentiment
 
 SAMPLES = Path(__file__).parent / "data" / "mail"
 TODAY = datetime.date(2026, 1, 7)  # a Wednesday
@@ -191,3 +191,14 @@ def test_as_dict_is_json_ready() -> None:
     assert json.loads(json.dumps(data))["kind"] == "auto_reply"
     bounce = as_dict(read_message((CORPUS / "lhost-postfix-04.eml").read_bytes()))
     assert bounce["addresses"][0]["cause"] == "recipient_invalid"
+
+
+def test_every_reason_rule_is_documented() -> None:
+    from sequencer.mailreading import _REASON_PATTERNS
+
+    doc = (Path(__file__).parents[1] / "docs" / "inbound.md").read_text()
+    rules = doc[doc.index("## Rules: how a message is read"):]
+    for reason, _ in _REASON_PATTERNS:
+        assert f"| {reason} | {REASON_CAUSE[reason]} |" in rules, f"docs/inbound.md: no row for reason {reason!r}"
+    for kind in ("reply", "auto_reply", "bounce", "complaint", "delivery_report", "notification", "unknown"):
+        assert f"| `{kind}` |" in rules
