@@ -916,7 +916,7 @@ def _is_apple_unsubscribe(msg: email.message.Message) -> bool:
 
 def _is_complaint(msg: email.message.Message, parts: _Parts, subject: str) -> bool:
     """Tell whether a message is a feedback (abuse / opt-out) report."""
-    if parts.feedback or "feedback-report" in msg.get("Content-Type", "").lower():
+    if parts.feedback or "feedback-report" in _header(msg, "Content-Type").lower():
         return True
     if _is_apple_unsubscribe(msg):
         return True
@@ -1197,7 +1197,7 @@ def _notice_signal(msg: email.message.Message, subject: str, parts: _Parts) -> s
     if msg.get("X-Failed-Recipients") is not None:
         return "X-Failed-Recipients header (Exim)"
     sender = _header(msg, "From")
-    if _DAEMON_FROM_RE.search(sender) or re.search(r"mailer-?daemon|postmaster", msg.get("Return-Path", "") or "", re.I):
+    if _DAEMON_FROM_RE.search(sender) or re.search(r"mailer-?daemon|postmaster", _header(msg, "Return-Path"), re.I):
         return f"sent by a mail system ({sender[:120]})"
     if not _REPLY_PREFIX_RE.match(subject) and _BOUNCE_SUBJECT_RE.search(subject):
         return "delivery-notice subject"
