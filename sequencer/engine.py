@@ -1,19 +1,22 @@
 """The engine: claim due enrollments, run their step, log the touch, advance.
 
-1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL), in one
-   short transaction.
-Then the batch goes through in groups of `[engine] max_in_flight` enrollments, each group in
-two more short transactions:
-2. plan: check exits, suppressions, windows, channels and throttles; render; write each
-   touch as `sending` (or open a task) and commit, so a crash after this point can never
-   lead to a second send of the same step; renew the lease of the rest of the batch;
-3. send and settle: hand each channel the group's touches, then record the results and
+A batch goes through short transactions:
+1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL);
+2. plan: check exits, suppressions, windows, channels and throttles; render; open tasks,
+   defer, pause or end what does not send now; write each touch to send as `pending` with
+   its Message-ID, its enrollment still leased;
+then, in groups of `[engine] max_in_flight` touches, one group after the other:
+3. arm: check the group's enrollments again (ended? mailbox held meanwhile?) and commit its
+   touches as `sending`, so a crash after this point can never lead to a second send of the
+   same step; renew the lease of the rest of the batch;
+4. send and settle: hand each channel the group's touches, then record the results and
    advance the enrollments.
 
-At most `max_in_flight` touches per worker are ever `sending` without a recorded answer: a
+At most `max_in_flight` touches per worker are ever `sending` without a recorded answer, so a
 kill -9 leaves at most that many `unknown` for a person to resolve. The rest of the batch is
-only leased, with no touch written, so after a crash it is simply claimed again once the lease
-expires. The number of SQL statements per group does not depend on the batch or group size.
+`pending` and leased: after a crash it is claimed again once the lease expires and sent with
+the same Message-ID. The number of SQL statements of claim and plan does not depend on the
+batch size, nor that of a group on the group size.
 
 A refusal that blames our side (`SendResult.sender_problem`: authentication, blocklist, rate
 limiting) holds the touch's mailbox and alerts every admin; the touch goes back to `pending`
@@ -29,7 +32,6 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -77,17 +79,12 @@ class BatchReport:
 
 @dataclass
 class _Planned:
-    """A touch committed as `sending`, waiting for its channel's answer."""
+    """A rendered touch of the batch: `pending` until its group's turn, then `sending` until settled."""
 
     enrollment_id: int
     touch_id: int
     attempt: int
     outbound: OutboundTouch
-
-
-@dataclass
-class _Plan:
-    outbound: dict[str, list[_Planned]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass
@@ -162,27 +159,30 @@ class Engine:
             self.resume_after_out_of_office(session)
 
     def run_batch(self) -> BatchReport:
-        """Claim a batch, then plan, send and settle it max_in_flight enrollments at a time."""
+        """Claim and plan a batch, then send and settle its touches max_in_flight at a time."""
         report = BatchReport()
         with self.rt.session() as session:
             ids = self.claim(session)
         report.claimed = len(ids)
-        for start in range(0, len(ids), self.max_in_flight):
-            rest = ids[start + self.max_in_flight:]
+        if not ids:
+            return report
+        with self.rt.session() as session:
+            planned = self.plan(session, ids, report)
+        for start in range(0, len(planned), self.max_in_flight):
             if start and self.stopping.is_set():
-                # Stopping: what is not planned yet goes back to the pool now, not when its lease expires.
-                self._release(ids[start:])
+                # Stopping: what has not gone out goes back to the pool now, not when its lease expires.
+                self._release([item.enrollment_id for item in planned[start:]])
                 break
-            self._run_group(ids[start:start + self.max_in_flight], rest, report)
+            self._run_group(planned[start:start + self.max_in_flight], planned[start + self.max_in_flight:], report)
         return report
 
-    def _run_group(self, ids: list[int], rest: list[int], report: BatchReport) -> None:
+    def _run_group(self, group: list[_Planned], rest: list[_Planned], report: BatchReport) -> None:
         with self.rt.session() as session:
-            plan = self.plan(session, ids, report, still_leased=rest)
+            ready = self.arm(session, group, rest, report)
         _test_pause("after_plan")
-        results = self.send(plan)
+        results = self.send(ready)
         _test_pause("after_send")
-        self._settle_until_recorded(plan, results, report)
+        self._settle_until_recorded(ready, results, report)
 
     def _release(self, ids: list[int]) -> None:
         with self.rt.session() as session:
@@ -190,14 +190,15 @@ class Engine:
                                                         Enrollment.lease_owner == self.worker_id)
                             .values(lease_owner=None, lease_until=None))
 
-    def _settle_until_recorded(self, plan: _Plan, results: dict[int, SendResult], report: BatchReport) -> None:
+    def _settle_until_recorded(self, items: list[_Planned], results: dict[int, SendResult],
+                               report: BatchReport) -> None:
         """Record what the providers answered, waiting out a database restart rather than losing it."""
         deadline = time.monotonic() + self.config.lease_seconds
         delay = 0.2
         while True:
             try:
                 with self.rt.session() as session:
-                    self.settle(session, plan, results, report)
+                    self.settle(session, items, results, report)
                 return
             except sa.exc.OperationalError:
                 # The messages are out: if the answers are not recorded, the touches turn
@@ -276,9 +277,8 @@ class Engine:
 
     # -- 2. plan ----------------------------------------------------------------------------
 
-    def plan(self, session: so.Session, ids: list[int], report: BatchReport, *,
-             still_leased: Sequence[int] = ()) -> _Plan:
-        """Decide and write one group; `still_leased` (the rest of its batch) keeps this worker's lease."""
+    def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> list[_Planned]:
+        """Decide the batch and write it: rendered touches stay `pending` (and leased) until arm() sends them."""
         now = self.rt.now()
         self._lock_throttled_rows(session, ids)
         query = (
@@ -394,29 +394,68 @@ class Engine:
                 continue
             mailbox_sent[e.mailbox_id] += (step.channel == "email") - own
             domain_sent[lead.domain] += (step.channel == "email") - own
-            touch.status, touch.error, touch.retry_at = "sending", None, None
+            touch.status, touch.error, touch.retry_at = "pending", None, None
             touch.subject, touch.body_text, touch.body_html = rendered.subject, outbound.text, outbound.html
             touch.message_id = outbound.message_id
             sending.append((e, touch, attempts.get(touch.id, 0) + 1 if touch.id else 1, outbound))
         session.flush()
         writes.save(session, now, self.rt.plugins)
         report.exited += len(writes.exits)
-        # Keep the lease until settle(): a crash from here on leaves a `sending` touch to review.
-        # The rest of the batch keeps it too (unless it expired and another worker took it), so a
-        # slow batch is not claimed twice, yet it has no touch that a crash could make `unknown`.
-        if sending or still_leased:
-            renew = sa.or_(Enrollment.id.in_([e.id for e, *_ in sending]),
-                           sa.and_(Enrollment.id.in_(still_leased), Enrollment.lease_owner == self.worker_id))
-            session.execute(sa.update(Enrollment).where(renew).values(
-                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+        # Keep the lease until settle(). A crash before a touch's group is armed leaves it `pending`:
+        # whoever claims the enrollment next sends it (same Message-ID), nobody has to review it.
         if sending:
-            session.execute(sa.insert(TouchAttempt), [
-                {"touch_id": t.id, "number": n, "started_at": now} for _, t, n, _ in sending])
-        plan = _Plan()
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([e.id for e, *_ in sending])).values(
+                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+        planned = []
         for e, touch, number, outbound in sending:
             outbound.touch_id, outbound.attempt = touch.id, number
-            plan.outbound[touch.channel].append(_Planned(e.id, touch.id, number, outbound))
-        return plan
+            planned.append(_Planned(e.id, touch.id, number, outbound))
+        return planned
+
+    def arm(self, session: so.Session, group: list[_Planned], rest: list[_Planned],
+            report: BatchReport) -> list[_Planned]:
+        """Commit a group's touches as `sending` and return those that may go out now.
+
+        What happened since plan() is checked again: an enrollment that ended (a reply, an
+        opt-out) or moved on is left alone; one whose mailbox was held meanwhile (by a refusal in
+        an earlier group) waits with it. The rest of the batch keeps this worker's lease.
+        """
+        now = self.rt.now()
+        query = (sa.select(Enrollment.id, Enrollment.state, Enrollment.lease_owner, Enrollment.exited_at,
+                           Mailbox.state)
+                 .outerjoin(Mailbox, Mailbox.id == Enrollment.mailbox_id)
+                 .where(Enrollment.id.in_([item.enrollment_id for item in group])))
+        if not is_sqlite(session):
+            # Serialize with an exit or a hold being written for these enrollments by another process.
+            query = query.with_for_update(of=Enrollment)
+        current = {row[0]: row[1:] for row in session.execute(query)}
+        ready, held, ended = [], [], []
+        for item in group:
+            state, owner, exited_at, mailbox_state = current[item.enrollment_id]
+            if owner == self.worker_id and state == "active":
+                (held if item.outbound.channel == "email" and mailbox_state == "held" else ready).append(item)
+            elif exited_at is not None:
+                ended.append(item.touch_id)
+        if ready:
+            session.execute(sa.update(Touch).where(Touch.id.in_([item.touch_id for item in ready]))
+                            .values(status="sending", updated_at=now))
+            session.execute(sa.insert(TouchAttempt), [
+                {"touch_id": item.touch_id, "number": item.attempt, "started_at": now} for item in ready])
+        if ready or rest:
+            # Renewed (unless it expired and another worker took it), so a slow batch is not claimed twice.
+            session.execute(sa.update(Enrollment).where(
+                Enrollment.id.in_([item.enrollment_id for item in ready + rest]),
+                Enrollment.lease_owner == self.worker_id,
+            ).values(lease_until=self.db_now(session, self.config.lease_seconds)))
+        if held:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([item.enrollment_id for item in held]))
+                            .values(state="paused", paused_reason="mailbox_held", lease_owner=None,
+                                    lease_until=None))
+            report.paused += len(held)
+        if ended:
+            session.execute(sa.update(Touch).where(Touch.id.in_(ended), Touch.status == "pending").values(
+                status="skipped", error="not sent: the enrollment ended before its turn", updated_at=now))
+        return ready
 
     def _lock_throttled_rows(self, session: so.Session, ids: list[int]) -> None:
         """Lock the batch's mailboxes and leads so that workers count caps one at a time.
@@ -532,23 +571,26 @@ class Engine:
 
     # -- 3. send and settle -----------------------------------------------------------------
 
-    def send(self, plan: _Plan) -> dict[int, SendResult]:
-        """Hand each channel its part of the batch; a crashing channel fails only its own touches."""
+    def send(self, items: list[_Planned]) -> dict[int, SendResult]:
+        """Hand each channel its part of the group; a crashing channel fails only its own touches."""
+        by_channel: dict[str, list[_Planned]] = defaultdict(list)
+        for item in items:
+            by_channel[item.outbound.channel].append(item)
         results: dict[int, SendResult] = {}
-        for channel_name, items in plan.outbound.items():
+        for channel_name, part in by_channel.items():
             channel = self.rt.plugins.channel(channel_name)
             try:
-                answers = channel.send_batch([item.outbound for item in items])
+                answers = channel.send_batch([item.outbound for item in part])
             except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose the batch's bookkeeping
                 log.exception("channel %s crashed in send_batch", channel_name)
                 answers = [SendResult(item.touch_id, accepted=False, provider_status="unknown",
-                                      error=f"channel {channel_name} crashed: {exc!r}") for item in items]
+                                      error=f"channel {channel_name} crashed: {exc!r}") for item in part]
             results.update({answer.touch_id: answer for answer in answers})
         return results
 
-    def settle(self, session: so.Session, plan: _Plan, results: dict[int, SendResult], report: BatchReport) -> None:
+    def settle(self, session: so.Session, items: list[_Planned], results: dict[int, SendResult],
+               report: BatchReport) -> None:
         now = self.rt.now()
-        items = [item for batch in plan.outbound.values() for item in batch]
         if not items:
             return
         touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.id.in_([i.touch_id for i in items])))}
