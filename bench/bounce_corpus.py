@@ -10,7 +10,7 @@ expected.json, how many machine notices (a bounce, complaint, auto-reply or deli
 expected.json) were read as a human reply, which must be 0, how many of its `not_bounce`
 messages (sisimai's "is-not-bounce" set: ordinary mail) were read as a reply, and a per-cause
 confusion matrix.
-`tests/test_mailreading.py` imports `corpus_half` and `measure` from here, so the test
+`plugins/email/tests/test_mailreading.py` imports `corpus_half` and `measure` from here, so the test
 thresholds and these figures come from one definition.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the sequencer package when not installed
     sys.path.insert(0, str(REPO))
 
-from sequencer.mailreading import MailReading, read_message  # noqa: E402
+from sequencer_email.reading import MailReading, read_message  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "data" / "bounces"
 HALVES = ("dev", "holdout")

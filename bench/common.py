@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # tests/support/postgres.py and the sequencer package when not installed
+if str(REPO) not in sys.path:  # sequencer.testing.postgres and the sequencer package when not installed
     sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
@@ -64,7 +64,7 @@ class Databases:
         self.cluster = None
         self.admin: sa.Engine | None = None
         if kind == "postgresql":
-            from tests.support.postgres import PostgresCluster
+            from sequencer.testing.postgres import PostgresCluster
 
             self.cluster = PostgresCluster().start()
             self.admin = sa.create_engine(self.cluster.url(), isolation_level="AUTOCOMMIT",

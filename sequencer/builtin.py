@@ -5,7 +5,7 @@ from typing import Callable
 
 from sequencer import hookimpl
 from sequencer.channels import Channel
-from sequencer.mailreading import read_reply_sentiment
+from sequencer.sentiment import read_reply_sentiment
 
 
 class ManualChannel(Channel):

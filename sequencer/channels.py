@@ -10,8 +10,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol
 
+from sequencer.sentiment import asks_to_opt_out, read_reply_sentiment
+
 if TYPE_CHECKING:
     import sqlalchemy.orm as so
+
+# How the core reads a person's words on any channel, for a plugin's own reading of its messages
+# (email reads the new text of a reply with them): one set of rules, whatever the channel.
+reply_sentiment = read_reply_sentiment
+__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "DeliveryStatus", "Health",
+           "OutboundTouch", "Receipt", "SendResult", "Sender", "SentTouch", "StepScope", "asks_to_opt_out", "core_for",
+           "reply_sentiment"]
 
 # Which steps of a channel a rule covers: every step, only those the engine sends itself, or none.
 StepScope = Literal["all", "automatic", "none"]

@@ -19,7 +19,7 @@ from sequencer import suppressions
 from sequencer.calendar import LocalCalendar, Window
 from sequencer.exits import end_for_lead, end_on_event, live_enrollment_ids
 from sequencer.leads import FREE_MAIL_DOMAINS, LeadDataError, email_key
-from sequencer.mailreading import AddressReading, MailReading, as_dict, read_message
+from sequencer_email.reading import AddressReading, MailReading, as_dict, read_message
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Task, Touch, User
 from sequencer.optouts import opt_out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -24,6 +23,7 @@ from sequencer.exits import end_for_lead, end_on_reply
 from sequencer.leads import LeadDataError, email_key, parse_phone
 from sequencer.models import LIVE_STATES, Enrollment, InboundEvent, Lead, Suppression, Task, Touch
 from sequencer.optouts import opt_out
+from sequencer.sentiment import asks_to_opt_out
 
 # How optouts.opt_out and _opt_out word the reason of the suppressions they add: an opt-in
 # narrows only those, never one a person added.
@@ -50,18 +50,6 @@ _REPLACES = {"sent": ("sending", "unknown"), "delivered": ("sending", "unknown",
 # the compare-and-set then fails and we read again, at most this many times.
 _ATTEMPTS = 5
 
-# Revocation "in any reasonable manner" (FCC 24-24, COMPLIANCE.md rule 10): a sentence asking us to
-# stop, besides the keywords. Errs toward opting out: a missed opt-out is the costly mistake.
-_OPT_OUT_TEXT = re.compile(
-    r"\bunsubscribe\b|\bopt(?:-| )?(?:me )?out\b|\bremove (?:me|us|my (?:number|phone|e-?mail))\b|"
-    r"\btake (?:me|us|my number) off\b|\bno more (?:texts|messages|calls|e-?mails)\b|"
-    r"\b(?:stop|quit|cease) (?:texting|txting|messaging|calling|contacting|sending|writing|spamming|e-?mailing)\b|"
-    r"\b(?:do not|don'?t|never) (?:text|txt|call|message|contact|e-?mail|write)(?: to)? (?:me|us|this number)\b|"
-    r"отпиш(?:ите|ись|и)\b|отписать(?:ся)?|удалите (?:меня|мой номер|нас)|"
-    r"не (?:пишите|звоните|присылайте|отправляйте|беспокойте)|"
-    r"(?:хватит|прекратите|перестаньте) (?:мне |нам )?(?:писать|звонить|слать|присылать|спамить)",
-    re.I,
-)
 # Around a keyword: spaces (rule 10) and the punctuation people type after a word ("STOP!").
 _KEYWORD_TRIM = " \t\r\n.!?,;:'\"«»"
 
@@ -173,7 +161,7 @@ class PluginCore:
             inbound = self._runtime.settings.inbound
             message = {"channel": channel, "from": address, "to": to_address, "text": text,
                        "provider_id": provider_id, "at": at, "raw": raw}
-            if word in _folded(inbound.opt_out_keywords) or _OPT_OUT_TEXT.search(text):
+            if word in _folded(inbound.opt_out_keywords) or asks_to_opt_out(text):
                 return self._opt_out(session, channel, kind, address, leads, f"{channel}_message", text, message)
             if word in _folded(inbound.opt_in_keywords) and _opted_out(session, kind, address):
                 return self._opt_in(session, channel, kind, address, leads, message)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import PG_BIN
+from sequencer.testing.postgres import PG_BIN
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"

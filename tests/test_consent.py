@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from sequencer.consent import NO_CONSENT, ConsentError, add_consent, consents, has_consent, resume_waiting_for_consent
 from sequencer.models import AuditEntry, Enrollment, Lead
-from tests.support.world import ALWAYS_OPEN, REP, apply, enroll_csv, team, utc
+from sequencer.testing.world import ALWAYS_OPEN, REP, apply, enroll_csv, team, utc
 
 NOW = "2026-03-02T14:00:00Z"
 CADENCE = 'name = "phone"\n' + ALWAYS_OPEN + """

@@ -15,7 +15,7 @@ from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, 
 from sequencer.timeline import lead_timeline
 from sequencer.worker import add_jobs
 from tests.support.channels import FakeSms
-from tests.support.world import make_lead
+from sequencer.testing.world import make_lead
 
 PHONE = "+14155552671"
 

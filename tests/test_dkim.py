@@ -17,7 +17,7 @@ from sequencer.config import load_settings
 from sequencer.mailsink import MailSink
 from sequencer.plugins import Plugins
 from sequencer_email import EmailChannel
-from tests.conftest import write_config
+from sequencer.testing import write_config
 from tests.test_email_channel import POSTAL, UNSUBSCRIBE, closed_port, make_channel, make_touch, prepared
 
 SELECTOR = "seq2026"

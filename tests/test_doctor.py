@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sequencer import users
 from sequencer.doctor import Check, check_base_url, check_secret_key, run_checks
 from sequencer.models import Mailbox
-from tests.conftest import Cli, write_config
+from sequencer.testing import Cli, write_config
 from tests.test_email_channel import CountingHandler, closed_port, smtp_server
 
 SPF = "v=spf1 ip4:192.0.2.10 -all"

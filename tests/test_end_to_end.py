@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from sequencer.models import Enrollment, Lead, Suppression, Task, Touch
-from tests.support.world import apply, dsn, enrollment_of, messages_to, recipients, reply_to, team, utc
+from sequencer.testing.world import apply, dsn, enrollment_of, messages_to, recipients, reply_to, team, utc
 
 CADENCE = """
 name = "e2e"

@@ -15,8 +15,8 @@ from sequencer.engine import BatchReport, Engine
 from sequencer.mailsink import MailSink, SinkHandler
 from sequencer.messages import choose_variant
 from sequencer.models import Enrollment, Lead, Mailbox, Step, Suppression, Task, Touch, TouchAttempt
-from tests.support import world
-from tests.support.world import (
+from sequencer.testing import world
+from sequencer.testing.world import (
     ALWAYS_OPEN,
     REP,
     apply,

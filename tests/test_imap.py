@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sequencer.imap import backoff, poll_inbound, poll_mailbox
 from sequencer.models import AuditEntry, Enrollment, InboundEvent, Lead, Mailbox, Task
 from sequencer.runtime import Runtime
-from tests.conftest import unavailable
-from tests.support.dovecot import PASSWORD, Dovecot, DovecotUnavailable
-from tests.support.world import REP, apply, enroll_csv, team
+from sequencer.testing import unavailable
+from sequencer.testing.dovecot import PASSWORD, Dovecot, DovecotUnavailable
+from sequencer.testing.world import REP, apply, enroll_csv, team
 from tests.test_inbound import arf_naming_nobody
 
 LEAD = "nina@ny.example"
@@ -255,7 +255,7 @@ def test_wrong_password_backs_off(runtime, cli, clock, private_dovecot, sent, mo
 
 
 def test_unreachable_server_is_an_error_not_a_crash(runtime, cli, clock, sent, monkeypatch) -> None:
-    from tests.support.postgres import free_port
+    from sequencer.testing.postgres import free_port
 
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     cli("mailboxes", "inbound", REP, "--host", "127.0.0.1", "--port", str(free_port()), "--security", "none",

@@ -15,7 +15,7 @@ from sequencer.importer import CsvFormatError, ImportReport, import_leads
 from sequencer.leads import LeadDataError
 from sequencer.models import AuditEntry, Enrollment, Lead
 from sequencer.users import add_user
-from tests.support.world import ALWAYS_OPEN, REP, apply, enroll_csv, team, utc
+from sequencer.testing.world import ALWAYS_OPEN, REP, apply, enroll_csv, team, utc
 
 DATA = Path(__file__).parent / "data" / "csv"
 

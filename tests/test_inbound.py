@@ -13,8 +13,8 @@ from sequencer import hookimpl, suppressions
 from sequencer import inbound as inbound_module
 from sequencer.inbound import act_once
 from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, Touch
-from tests.conftest import Cli, write_config
-from tests.support.world import (
+from sequencer.testing import Cli, write_config
+from sequencer.testing.world import (
     ALWAYS_OPEN,
     REP,
     apply,

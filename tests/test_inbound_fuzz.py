@@ -26,9 +26,9 @@ import sqlalchemy as sa
 from bench.bounce_corpus import CORPUS
 from sequencer.inbound import handle_email
 from sequencer.leads import LeadDataError, email_key
-from sequencer.mailreading import read_message
+from sequencer_email.reading import read_message
 from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Mailbox, Step, Touch, User
-from tests.support.world import REP
+from sequencer.testing.world import REP
 
 if not CORPUS.is_dir():
     pytest.skip(f"bounce corpus not found at {CORPUS}", allow_module_level=True)

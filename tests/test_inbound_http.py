@@ -8,12 +8,12 @@ import sqlalchemy.orm as so
 from sequencer.models import Enrollment, InboundEvent
 from sequencer.web import create_app
 from sequencer.web import hooks
-from tests.support import world
+from sequencer.testing import world
 from tests.test_inbound import arf_naming_nobody
-from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
+from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 URL = "/hooks/email/inbound"
-SECRET = "test-inbound-secret"  # tests/conftest.py write_config
+SECRET = "test-inbound-secret"  # sequencer.testing.write_config
 
 
 def reply(message_id: str = "<reply-1@example.com>") -> bytes:

@@ -10,7 +10,7 @@ from itsdangerous import URLSafeSerializer
 from sequencer import hookimpl, optouts
 from sequencer.models import AuditEntry, Enrollment, InboundEvent, Lead, Suppression
 from sequencer.suppressions import value_hash
-from tests.support.world import make_lead
+from sequencer.testing.world import make_lead
 
 SECRET = "test-secret-key"
 

@@ -18,7 +18,7 @@ from sequencer.models import Enrollment, InboundEvent, Lead
 from sequencer.plugins import PluginError, Plugins
 from sequencer.worker import run_plugin_job
 from tests.support.channels import FakeSms
-from tests.support.world import REP, enroll_csv, team
+from sequencer.testing.world import REP, enroll_csv, team
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from sequencer.clock import iso_z
 from sequencer.mailsink import MailSink
-from tests.conftest import Cli
+from sequencer.testing import Cli
 from tests.support.fleet import (
     Db,
     FaultyHandler,
@@ -33,8 +33,8 @@ from tests.support.fleet import (
     wait_for,
     write_scale_config,
 )
-from tests.support.postgres import free_port
-from tests.support.world import enroll_emails
+from sequencer.testing.postgres import free_port
+from sequencer.testing.world import enroll_emails
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sequencer import suppressions
 from sequencer.leads import LeadDataError
 from sequencer.models import Enrollment, Lead, Suppression, Task
-from tests.support.world import CALLS, REP, apply, enroll_csv, team
+from sequencer.testing.world import CALLS, REP, apply, enroll_csv, team
 
 DATA = Path(__file__).parent / "data" / "csv"
 

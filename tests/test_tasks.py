@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from sequencer.models import AuditEntry, Enrollment, Lead, Task, Touch
-from tests.support.world import ALWAYS_OPEN, CALLS, apply, team, utc
+from sequencer.testing.world import ALWAYS_OPEN, CALLS, apply, team, utc
 
 RITA, OMAR = "rita@acme.example", "omar@acme.example"
 TODO = 'name = "todo"\n' + ALWAYS_OPEN + """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.world import ALWAYS_OPEN, REP, apply, dsn, enroll_csv, reply, team
+from sequencer.testing.world import ALWAYS_OPEN, REP, apply, dsn, enroll_csv, reply, team
 
 CADENCE = 'name = "tl"\n' + ALWAYS_OPEN + """
 [[steps]]

@@ -12,8 +12,8 @@ from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Supp
 from sequencer.runtime import Runtime
 from sequencer.web import create_app
 from sequencer.web.unsubscribe import mask_email, mask_phone
-from tests.conftest import TEST_SECRET_KEY
-from tests.support.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
+from sequencer.testing import TEST_SECRET_KEY
+from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 
 def unsubscribe_path(runtime, lead_id: int) -> str:

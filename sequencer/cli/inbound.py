@@ -47,7 +47,7 @@ def email(state: CliState, source: str) -> None:
 @pass_state
 def classify(state: CliState, files: tuple[Path, ...], fmt: str) -> None:
     """Show how each message is read, without acting on it."""
-    from sequencer.mailreading import as_dict, read_message
+    from sequencer_email.reading import as_dict, read_message
 
     today = state.runtime().now().date() if state.now_text else None
     rows = [{"file": str(path), **as_dict(read_message(path.read_bytes(), today=today))} for path in files]

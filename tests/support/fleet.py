@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator
 import sqlalchemy as sa
 
 from sequencer.mailsink import MailSink, SinkHandler
-from tests.conftest import Cli, write_config
-from tests.support.world import ALWAYS_OPEN, apply, cadence_name, enroll_emails, team
+from sequencer.testing import Cli, write_config
+from sequencer.testing.world import ALWAYS_OPEN, apply, cadence_name, enroll_emails, team
 
 
 def sequencer_executable() -> str:

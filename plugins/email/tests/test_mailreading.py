@@ -1,4 +1,4 @@
-"""Tests for sequencer.mailreading: the real bounce corpus and hand-written replies."""
+"""Tests for sequencer_email.reading: the real bounce corpus and hand-written replies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.bounce_corpus import CORPUS, categories, corpus_half, expected_kind, measure
-from sequencer.mailreading import REASON_CAUSE, as_dict, read_message, read_reply_sentiment
+from sequencer_email.reading import as_dict, read_message
+from sequencer_email.reading.bounces import REASON_CAUSE
 
 SAMPLES = Path(__file__).parent / "data" / "mail"
 TODAY = datetime.date(2026, 1, 7)  # a Wednesday
@@ -166,20 +167,6 @@ def test_bounce_wins_over_auto_submitted() -> None:
     assert reading.kind == "bounce" and reading.suppress
 
 
-@pytest.mark.parametrize(
-    ("text", "sentiment"),
-    [
-        ("Sure, call me tomorrow.", "positive"),
-        ("We are not interested.", "negative"),
-        ("Нам это не интересно.", "negative"),
-        ("Давайте обсудим на следующей неделе.", "positive"),
-        ("Can you resend the file?", "neutral"),
-    ],
-)
-def test_sentiment_rules(text: str, sentiment: str) -> None:
-    assert read_reply_sentiment(text) == sentiment
-
-
 @pytest.mark.parametrize("raw", [b"", b"\x00\xff\xfe garbage", b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"])
 def test_malformed_input_never_raises(raw: bytes) -> None:
     assert read_message(raw).kind in ("unknown", "reply")
@@ -194,9 +181,9 @@ def test_as_dict_is_json_ready() -> None:
 
 
 def test_every_reason_rule_is_documented() -> None:
-    from sequencer.mailreading import _REASON_PATTERNS
+    from sequencer_email.reading.bounces import _REASON_PATTERNS
 
-    doc = (Path(__file__).parents[1] / "docs" / "inbound.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "inbound.md").read_text()
     rules = doc[doc.index("## Rules: how a message is read"):]
     for reason, _ in _REASON_PATTERNS:
         assert f"| {reason} | {REASON_CAUSE[reason]} |" in rules, f"docs/inbound.md: no row for reason {reason!r}"

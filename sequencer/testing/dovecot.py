@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.postgres import free_port
+from sequencer.testing.postgres import free_port
 
 DOVECOT = Path(os.environ.get("SEQUENCER_DOVECOT", "/usr/sbin/dovecot"))
 PASSWORD = "imap-test-password"

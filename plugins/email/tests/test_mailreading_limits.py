@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from sequencer.mailreading import read_message
+from sequencer_email.reading import read_message
 
 SECONDS = 10.0
 

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from sequencer.mailreading import read_message
+from sequencer_email.reading import read_message
 
 TODAY = datetime.date(2026, 1, 7)
 OURS = "Rita Seller <rita@acme.example>"

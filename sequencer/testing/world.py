@@ -1,7 +1,7 @@
 """The world the tests set up and look at: a rep with a mailbox, cadences, leads, enrollments, the
 messages that went out and the ones that come back (replies, delivery reports, complaints).
 
-`cli` is the `cli` fixture of tests/conftest.py (or any callable with its signature), `runtime` the
+`cli` is the `cli` fixture of sequencer.testing (or any callable with its signature), `runtime` the
 `runtime` fixture and `sink` a MailSink.
 """
 from __future__ import annotations
@@ -227,7 +227,7 @@ def make_lead(session, now: datetime, *, email: str = "Jane.Doe@Example.com", ph
 
 
 # Fixtures of the web app: a test module uses them by importing them
-# (`from tests.support.world import client_fixture`), then asks for `client` by name.
+# (`from sequencer.testing.world import client_fixture`), then asks for `client` by name.
 
 
 @pytest.fixture(name="app")
