@@ -369,3 +369,33 @@ class AuditEntry(Base):
     object_type: so.Mapped[str] = so.mapped_column(sa.String(50))
     object_id: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     detail: so.Mapped[dict[str, Any]] = so.mapped_column(default=dict)
+
+
+class PhoneNumber(Base):
+    """A number we text and call from: a rep's own (owner set) or the team pool's (no owner)."""
+
+    __tablename__ = "phone_numbers"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    number: so.Mapped[str] = so.mapped_column(sa.String(20), unique=True)  # E.164
+    owner_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: so.Mapped[datetime]
+    # The per-number rate and daily cap hold across workers, so they live on the row and one
+    # UPDATE takes a slot (sequencer.numbers.reserve_slot). Integers, not timestamps, so that
+    # the UPDATE can do the arithmetic on SQLite and PostgreSQL alike.
+    # Microseconds since the epoch (UTC) from which the number's next message may go.
+    next_slot_us: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    # The UTC day (days since the epoch) that cap_count counts, and how many slots it has given.
+    cap_day: so.Mapped[int] = so.mapped_column(default=0)
+    cap_count: so.Mapped[int] = so.mapped_column(default=0)
+
+    owner: so.Mapped[User | None] = so.relationship(lazy="raise")
+
+
+class LeadNumber(Base):
+    """The number a lead hears from, fixed at the first text or call so the conversation stays on one number."""
+
+    __tablename__ = "lead_numbers"
+    lead_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    phone_number_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("phone_numbers.id", ondelete="CASCADE"),
+                                                       index=True)
+    assigned_at: so.Mapped[datetime]

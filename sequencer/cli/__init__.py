@@ -24,9 +24,10 @@ def main(ctx: click.Context, config_path: str | None, now: str | None) -> None:
 
 
 def _register_commands() -> None:
-    from sequencer.cli import cadences, consent, db, doctor, inbound, leads, people, plugins, tasks, touches, worker
+    from sequencer.cli import (cadences, consent, db, doctor, inbound, leads, numbers, people, plugins, tasks, touches,
+                               worker)
 
-    for module in (db, plugins, cadences, leads, consent, people, worker, tasks, touches, inbound, doctor):
+    for module in (db, plugins, cadences, leads, consent, people, numbers, worker, tasks, touches, inbound, doctor):
         module.register(main)
 
 

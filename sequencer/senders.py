@@ -1,0 +1,75 @@
+"""What a channel that sends from our phone numbers (sender_kind "number") asks of the core.
+
+Each function takes the plugin's Core first and uses only its public side (session, now), so
+each becomes a Core method as it is: `core.sender_number(touch_id, pool)` and so on.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from sequencer import numbers
+from sequencer.channels import Core
+from sequencer.models import Lead, LeadNumber, PhoneNumber, Touch
+from sequencer.numbers import Slot
+
+
+def sender_number(core: Core, touch_id: int, pool: Sequence[str]) -> str | None:
+    """Return the number a touch goes out from; None when there is none to send from.
+
+    A lead hears from one number for the whole conversation: the first text or call fixes it.
+    Until then the lead's owner's own number is chosen, else one of the pool (the configured
+    `pool` numbers and every number without an owner), the one fewest leads hear from.
+    """
+    with core.session() as session:
+        numbers.ensure(session, list(pool), core.now())
+        lead_id, owner_id = session.execute(sa.select(Touch.lead_id, Lead.owner_id).join(Lead, Lead.id == Touch.lead_id)
+                                            .where(Touch.id == touch_id)).one()
+        sticky = _sticky(session, lead_id)
+        if sticky is not None:
+            return sticky
+        load = (sa.select(sa.func.count()).where(LeadNumber.phone_number_id == PhoneNumber.id)
+                .correlate(PhoneNumber).scalar_subquery())
+        candidates = sa.select(PhoneNumber.id).order_by(load, PhoneNumber.id).limit(1)
+        chosen = None
+        if owner_id is not None:
+            chosen = session.scalar(candidates.where(PhoneNumber.owner_id == owner_id))
+        if chosen is None:
+            chosen = session.scalar(candidates.where(PhoneNumber.owner_id.is_(None)))
+        if chosen is None:
+            return None
+        try:
+            with session.begin_nested():
+                session.add(LeadNumber(lead_id=lead_id, phone_number_id=chosen, assigned_at=core.now()))
+        except sa.exc.IntegrityError:
+            pass  # another worker fixed the lead's number first: theirs is the one
+        return _sticky(session, lead_id)
+
+
+def number_slot(core: Core, number: str, per_second: float, daily_cap: int | None,
+                latest: datetime | None = None) -> Slot:
+    """Take the number's next sending slot (see sequencer.numbers.reserve_slot), in its own transaction."""
+    with core.session() as session:
+        return numbers.reserve_slot(session, number, per_second, core.now(), latest=latest, daily_cap=daily_cap)
+
+
+def is_our_number(core: Core, number: str, pool: Sequence[str]) -> bool:
+    """Tell whether a number (E.164) is ours: a configured pool number or one in the numbers table."""
+    if number in pool:
+        return True
+    with core.session() as session:
+        return session.scalar(sa.select(PhoneNumber.id).where(PhoneNumber.number == number)) is not None
+
+
+def _sticky(session: so.Session, lead_id: int) -> str | None:
+    return session.scalar(sa.select(PhoneNumber.number).join(LeadNumber, LeadNumber.phone_number_id == PhoneNumber.id)
+                          .where(LeadNumber.lead_id == lead_id))
+
+
+def base_url(core: Core) -> str:
+    """Return [web] base_url: the public URL webhooks are signed against, also behind a proxy."""
+    # The core's implementation (sequencer.receiving.PluginCore) holds the runtime this is read from.
+    return core._runtime.settings.web.base_url  # type: ignore[attr-defined]
