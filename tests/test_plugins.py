@@ -135,7 +135,7 @@ def test_enable_disable_persist_and_unknown_plugin_is_named(cli, runtime) -> Non
 
 
 def test_load_filter_env_limits_plugins(settings, monkeypatch) -> None:
-    monkeypatch.setenv("SEQUENCER_LOAD_PLUGINS", "sms")
+    monkeypatch.setenv("SEQUENCER_LOAD_PLUGINS", "fax")
     assert Plugins(settings).names() == []
 
 

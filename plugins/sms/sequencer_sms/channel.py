@@ -1,0 +1,166 @@
+"""The SMS channel: texts sent with Twilio's SDK, each result classified for at-most-once sending."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from sequencer import senders
+from sequencer.channels import Channel, OutboundTouch, SendResult
+from sequencer_sms import segments
+from sequencer_sms.errors import RECIPIENT_PROBLEMS, retry_after
+from sequencer_sms.settings import SCHEMA, SmsConfigError, SmsSettings, read_settings
+
+STATUS_PATH = "/hooks/sms/status"
+INBOUND_PATH = "/hooks/sms/inbound"
+HTTP_TIMEOUT = 30.0
+# A touch whose number's next free slot is this close waits for it inside the batch; a later
+# slot (a backlog, the daily cap) defers the touch instead, so a batch never sleeps for long.
+WAIT_AT_MOST = timedelta(seconds=2)
+
+# Twilio's message statuses -> the contract's (docs/plugins.md, Receiving). "read" (WhatsApp)
+# and "receiving"/"received" (inbound) say nothing about a text we sent.
+STATUS = {"accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "sending", "sent": "sent",
+          "delivered": "delivered", "undelivered": "undelivered", "failed": "failed", "canceled": "failed"}
+
+
+class SmsChannel(Channel):
+    """Send texts through Twilio Messaging, from the lead's number of the conversation."""
+
+    name = "sms"
+    automatic = True
+    config_schema = SCHEMA
+    address_kind = "phone"
+    address_required = "all"
+    task_kind = "sms"
+    task_verb = "Text"
+    task_priority = 20
+    requires_consent = "all"
+    contact_hours = True
+    sender_kind = "number"
+
+    def unavailable_reason(self) -> str | None:
+        """Return the [plugins.sms] setting that is missing or unusable, or None when texts can go out."""
+        context = getattr(self, "context", None)
+        if context is None:
+            return "the sms channel has not been configured yet"
+        try:
+            read_settings(context.settings)
+        except SmsConfigError as exc:
+            return str(exc)
+        return None
+
+    def prepare(self, touch: OutboundTouch) -> None:
+        """Refuse an empty text or one longer than [plugins.sms] max_segments."""
+        if not touch.text.strip():
+            raise ValueError("the rendered text is empty; Twilio refuses a message with no body")
+        limit = read_settings(self.context.settings).max_segments
+        counted = segments.count(touch.text)
+        if counted.count > limit:
+            raise ValueError(f"the rendered text takes {counted.count} segments ({counted.units} "
+                             f"{'septets' if counted.encoding == 'GSM-7' else 'UTF-16 units'}, {counted.encoding}); "
+                             f"[plugins.sms] max_segments is {limit}: shorten the template or raise max_segments")
+
+    def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
+        """Send every touch over one HTTP session and return one result per touch, in order."""
+        try:
+            settings = read_settings(self.context.settings)
+        except SmsConfigError as exc:
+            return [SendResult(t.touch_id, accepted=False, retryable=True, error=str(exc)) for t in touches]
+        http = _HttpClient(timeout=HTTP_TIMEOUT)
+        # environment={}: credentials and the API host come from [plugins.sms] only, never from TWILIO_* variables.
+        client = Client(settings.account_sid, settings.auth_token, environment={}, http_client=http)
+        client.api.base_url = settings.api_base_url
+        try:
+            return [self._send(client, http, settings, touch) for touch in touches]
+        finally:
+            if http.session is not None:
+                http.session.close()
+
+    def _send(self, client: Client, http: _HttpClient, settings: SmsSettings, touch: OutboundTouch) -> SendResult:
+        core = self.context.core
+        assert core is not None, "a channel that sends is configured with its Core"
+        if not touch.to_phone:
+            return SendResult(touch.touch_id, accepted=False, error=f"touch {touch.touch_id} has no phone number")
+        message: dict[str, Any] = {"to": touch.to_phone, "body": touch.text,
+                                   "status_callback": self.context.base_url.rstrip("/") + STATUS_PATH}
+        if settings.messaging_service_sid:
+            # The service picks the number (its Sticky Sender keeps a conversation on one) and queues for its rate.
+            message["messaging_service_sid"] = settings.messaging_service_sid
+        else:
+            number = senders.sender_number(core, touch.touch_id, settings.numbers)
+            if number is None:
+                return SendResult(touch.touch_id, accepted=False, retryable=True,
+                                  error="no number to send from: set [plugins.sms] numbers or "
+                                        "`sequencer numbers assign +E164 --owner EMAIL`")
+            now = core.now()
+            slot = senders.number_slot(core, number, settings.per_number_per_second,
+                                       settings.per_number_daily_cap, latest=now + WAIT_AT_MOST)
+            if not slot.reserved:
+                return SendResult(touch.touch_id, accepted=False, defer_until=slot.at,
+                                  error=f"{number} is busy (per-number rate or daily cap); next free at "
+                                        f"{slot.at.isoformat()}")
+            if slot.at > now:
+                time.sleep((slot.at - now).total_seconds())
+            message["from_"] = number
+        try:
+            sent = client.messages.create(**message)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            return _refused(touch, exc, http.last_headers, core.now())
+        except requests.exceptions.RequestException as exc:
+            if _never_connected(exc):
+                return SendResult(touch.touch_id, accepted=False, retryable=True,
+                                  error=f"cannot reach {settings.api_base_url}: {exc}")
+            # The request may have reached Twilio: a person must check before anything is resent.
+            return SendResult(touch.touch_id, accepted=False, provider_status="unknown",
+                              error=f"no answer from {settings.api_base_url} after sending: {exc}")
+        return SendResult(touch.touch_id, accepted=True, provider_id=sent.sid,
+                          provider_status=STATUS.get(sent.status or "", sent.status))
+
+
+class _HttpClient(TwilioHttpClient):
+    """Twilio's HTTP client, keeping the last response's headers: its exceptions drop a 429's Retry-After."""
+
+    last_headers: Any = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self.last_headers = None
+        response = super().request(*args, **kwargs)
+        self.last_headers = response.headers
+        return response
+
+
+def _refused(touch: OutboundTouch, exc: TwilioRestException | TwilioServiceException, headers: Any,
+             now: datetime) -> SendResult:
+    """Classify Twilio's refusal: the recipient's problem, slow down, or a failure of this one message."""
+    code, status = exc.code, exc.status
+    words = getattr(exc, "msg", None) or getattr(exc, "title", "") or ""
+    error = f"Twilio error {code} (HTTP {status}): {words}"
+    if code in RECIPIENT_PROBLEMS:
+        return SendResult(touch.touch_id, accepted=False, error=error, recipient_problem=RECIPIENT_PROBLEMS[code])
+    if status == 429 or status >= 500:
+        # Twilio answered and did not take the message; its rate or its outage says nothing about the lead.
+        return SendResult(touch.touch_id, accepted=False, error=error,
+                          defer_until=retry_after(headers.get("Retry-After") if headers else None, now))
+    if status in (401, 403):
+        return SendResult(touch.touch_id, accepted=False, retryable=True, error=error,
+                          sender_problem=f"Twilio refused our account credentials: {error}; check [plugins.sms] "
+                                         "account_sid and auth_token")
+    return SendResult(touch.touch_id, accepted=False, provider_status=f"error {code}", error=error)
+
+
+def _never_connected(exc: requests.exceptions.RequestException) -> bool:
+    """Tell whether the request surely never reached the server (refused, unresolvable, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)

@@ -1,0 +1,86 @@
+"""[plugins.sms] in config.toml -> typed settings, with errors that name the key and the fix."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import phonenumbers
+
+SCHEMA = {
+    "account_sid": "Twilio Account SID, AC... (required)",
+    "auth_token": 'Twilio auth token (required); use { env = "TWILIO_AUTH_TOKEN" } to read it from the environment',
+    "numbers": "E.164 numbers we own: the team pool and every number inbound texts may arrive on",
+    "messaging_service_sid": "Twilio Messaging Service SID, MG..., to send through instead of the numbers",
+    "api_base_url": 'Twilio REST API base URL (default "https://api.twilio.com"; a compatible provider or a test double)',
+    "max_segments": "the most segments a rendered text may take (default 4)",
+    "per_number_per_second": "texts per second from one number, across workers (default 1)",
+    "per_number_daily_cap": "texts a day from one number, across workers, per UTC day (default 500)",
+    "help_text": "the answer to HELP and INFO (required)",
+}
+DEFAULT_API_BASE_URL = "https://api.twilio.com"
+
+
+class SmsConfigError(ValueError):
+    """A [plugins.sms] setting is missing or unusable; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    account_sid: str
+    auth_token: str
+    numbers: tuple[str, ...]
+    messaging_service_sid: str | None
+    api_base_url: str
+    max_segments: int
+    per_number_per_second: float
+    per_number_daily_cap: int
+    help_text: str
+
+
+def read_settings(table: Mapping[str, Any]) -> SmsSettings:
+    """Read [plugins.sms]; raise SmsConfigError naming the first key that is missing or wrong."""
+    def text(key: str, required: bool = True) -> str | None:
+        value = table.get(key)
+        if value in (None, ""):
+            if required:
+                raise SmsConfigError(f"[plugins.sms] {key} is not set; set it in config.toml ({SCHEMA[key]})")
+            return None
+        if not isinstance(value, str):
+            raise SmsConfigError(f"[plugins.sms] {key} must be a string, not {value!r}")
+        return value.strip()
+
+    def number(key: str, default: float, kind: type) -> Any:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                or (kind is int and value != int(value)):
+            raise SmsConfigError(f"[plugins.sms] {key} must be a positive {'whole ' if kind is int else ''}number, "
+                                 f"not {value!r}")
+        return kind(value)
+
+    account_sid, auth_token, help_text = text("account_sid"), text("auth_token"), text("help_text")
+    service = text("messaging_service_sid", required=False)
+    raw_numbers = table.get("numbers", [])
+    if not isinstance(raw_numbers, list) or not all(isinstance(n, str) for n in raw_numbers):
+        raise SmsConfigError(f"[plugins.sms] numbers must be a list of E.164 strings, not {raw_numbers!r}")
+    numbers = tuple(_e164(n) for n in raw_numbers)
+    if not numbers and not service:
+        raise SmsConfigError("[plugins.sms] has neither numbers nor messaging_service_sid; set numbers = "
+                             '["+14155550100"] (the numbers we own) or messaging_service_sid = "MG..."')
+    base_url = text("api_base_url", required=False) or DEFAULT_API_BASE_URL
+    if not base_url.startswith(("https://", "http://")):
+        raise SmsConfigError(f"[plugins.sms] api_base_url {base_url!r} must start with https://")
+    assert account_sid is not None and auth_token is not None and help_text is not None
+    return SmsSettings(account_sid=account_sid, auth_token=auth_token, numbers=numbers, messaging_service_sid=service,
+                       api_base_url=base_url.rstrip("/"), max_segments=number("max_segments", 4, int),
+                       per_number_per_second=number("per_number_per_second", 1, float),
+                       per_number_daily_cap=number("per_number_daily_cap", 500, int), help_text=help_text)
+
+
+def _e164(value: str) -> str:
+    try:
+        parsed = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not value.strip().startswith("+") or not phonenumbers.is_valid_number(parsed):
+        raise SmsConfigError(f"[plugins.sms] numbers: {value!r} is not a valid number in E.164 form (+14155550100)")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,187 @@
+"""A fake Twilio REST API on loopback, for the real SDK to talk to (`api_base_url` pointed at it).
+
+It answers `POST /2010-04-01/Accounts/{AccountSid}/{Resource}.json` as Twilio does: HTTP basic
+auth with the account SID and auth token, a form-encoded body, 201 with the created resource
+as JSON, and Twilio's error JSON (code, message, more_info, status) on a refusal. Failures are
+set per destination number. It records every request and can post signed webhooks (status
+callbacks, inbound texts) to our app, signed as Twilio signs them.
+
+Resources live in RESOURCES, one function each: Calls.json (issue 10) is one more entry.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from twilio.request_validator import RequestValidator
+
+API = "2010-04-01"
+_PATH = re.compile(rf"^/{API}/Accounts/(?P<account>AC[0-9a-f]{{32}})/(?P<resource>\w+)\.json$")
+
+# Twilio's words for the errors the tests ask for (https://www.twilio.com/docs/api/errors).
+ERRORS: dict[int, tuple[int, str]] = {
+    21610: (400, "Attempt to send to unsubscribed recipient"),
+    21211: (400, "Invalid 'To' Phone Number"),
+    21614: (400, "'To' number is not a valid mobile number"),
+    21617: (400, "The concatenated message body exceeds the 1600 character limit"),
+    20003: (401, "Authenticate"),
+    20429: (429, "Too Many Requests"),
+    20500: (500, "Internal Server Error"),
+}
+
+
+@dataclass
+class Failure:
+    code: int
+    retry_after: str | None = None  # a Retry-After header to send with it
+
+
+@dataclass
+class Recorded:
+    resource: str
+    form: dict[str, str]  # the request's parameters (To, From, Body, StatusCallback...)
+    sid: str | None = None  # the created resource's SID; None when the request was refused
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    requests: list[Recorded] = field(default_factory=list)
+    # destination number -> the error every request to it gets
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- the server ----------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                status, payload, headers = fake._answer(self.path, self.headers.get("Authorization", ""), body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail(self, to: str, code: int, retry_after: str | None = None) -> None:
+        """Answer every request to `to` with Twilio's error `code` (a key of ERRORS)."""
+        self.failures[to] = Failure(code, retry_after)
+
+    def sent(self, resource: str = "Messages") -> list[Recorded]:
+        """Return the accepted requests to a resource, in order."""
+        with self._lock:
+            return [r for r in self.requests if r.resource == resource and r.sid]
+
+    def _answer(self, path: str, authorization: str, body: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        match = _PATH.match(urlsplit(path).path)
+        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if authorization != expected or match is None or match["account"] != self.account_sid:
+            return _error(20003)
+        handler = RESOURCES.get(match["resource"])
+        if handler is None:
+            return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404,
+                         "more_info": "https://www.twilio.com/docs/errors/20404"}, {}
+        form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        recorded = Recorded(match["resource"], form)
+        with self._lock:
+            self.requests.append(recorded)
+        failure = self.failures.get(form.get("To", ""))
+        if failure is not None:
+            status, payload, headers = _error(failure.code)
+            if failure.retry_after is not None:
+                headers["Retry-After"] = failure.retry_after
+            return status, payload, headers
+        resource = handler(self, form)
+        recorded.sid = resource["sid"]
+        return 201, resource, {}
+
+    # -- webhooks to our app ---------------------------------------------------------------------
+
+    def signature(self, url: str, params: dict[str, str]) -> str:
+        """Sign a webhook as Twilio does: HMAC-SHA1 of the URL and the sorted parameters, with the auth token."""
+        return RequestValidator(self.auth_token).compute_signature(url, params)
+
+    def post(self, client: Any, url: str, params: dict[str, str], signature: str | None = None) -> Any:
+        """POST a webhook to our app through a Flask test client, signed for `url` unless told otherwise."""
+        headers = {"X-Twilio-Signature": self.signature(url, params) if signature is None else signature}
+        return client.post(urlsplit(url).path, data=params, headers=headers)
+
+    def status_callback(self, client: Any, sid: str, status: str, error_code: int | None = None) -> Any:
+        """Post the status callback of a message we accepted, to the StatusCallback URL it was sent with."""
+        [form] = [r.form for r in self.sent() if r.sid == sid]
+        params = {"AccountSid": self.account_sid, "ApiVersion": API, "MessageSid": sid, "SmsSid": sid,
+                  "MessageStatus": status, "SmsStatus": status, "From": form.get("From", ""), "To": form["To"]}
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        return self.post(client, form["StatusCallback"], params)
+
+    def inbound(self, client: Any, base_url: str, *, from_: str, to: str, body: str, sid: str | None = None,
+                extra: dict[str, str] | None = None) -> Any:
+        """Post an inbound text to our app's /hooks/sms/inbound, as Twilio does for a number's webhook."""
+        sid = sid or "SM" + secrets.token_hex(16)
+        params = {"AccountSid": self.account_sid, "ApiVersion": API, "MessageSid": sid, "SmsMessageSid": sid,
+                  "SmsSid": sid, "From": from_, "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1",
+                  **(extra or {})}
+        return self.post(client, base_url.rstrip("/") + "/hooks/sms/inbound", params)
+
+
+def _error(code: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    status, message = ERRORS[code]
+    return status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                    "status": status}, {}
+
+
+def _message(fake: FakeTwilio, form: dict[str, str]) -> dict[str, Any]:
+    """Create a Message resource, as the 2010-04-01 API answers it."""
+    sid = "SM" + secrets.token_hex(16)
+    now = format_datetime(datetime.now(timezone.utc), usegmt=True)
+    service = form.get("MessagingServiceSid")
+    return {"sid": sid, "account_sid": fake.account_sid, "api_version": API, "body": form.get("Body", ""),
+            "date_created": now, "date_updated": now, "date_sent": None, "direction": "outbound-api",
+            "error_code": None, "error_message": None, "from": form.get("From"), "messaging_service_sid": service,
+            "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD",
+            # A Messaging Service first accepts the message, then picks a sender and queues it.
+            "status": "accepted" if service else "queued", "to": form.get("To"),
+            "subresource_uris": {"media": f"/{API}/Accounts/{fake.account_sid}/Messages/{sid}/Media.json"},
+            "uri": f"/{API}/Accounts/{fake.account_sid}/Messages/{sid}.json"}
+
+
+RESOURCES: dict[str, Callable[[FakeTwilio, dict[str, str]], dict[str, Any]]] = {"Messages": _message}

@@ -1,0 +1,111 @@
+"""send_batch through the real twilio SDK against the fake Twilio: accepted, each refusal's SendResult, senders."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from sequencer.models import LeadNumber, PhoneNumber
+from sequencer.numbers import ensure
+from sequencer.testing.world import team
+from sequencer_sms.channel import SmsChannel
+from sms_support import BASE_URL, LEAD, POOL, outbound, sending_touch
+
+
+@pytest.fixture
+def sms(runtime) -> SmsChannel:
+    channel = runtime.plugins.channel("sms")
+    assert isinstance(channel, SmsChannel), "the sms plugin is installed (make install) and replaces the built-in"
+    return channel
+
+
+def test_declarations_and_settings(sms, runtime) -> None:
+    assert (sms.address_kind, sms.requires_consent, sms.contact_hours, sms.sender_kind, sms.task_kind,
+            sms.task_verb) == ("phone", "all", True, "number", "sms", "Text")
+    assert sms.unavailable_reason() is None
+    with runtime.session() as session:
+        assert runtime.plugins.channel_status(session)["sms"] is None
+
+
+def test_accepted_with_status_callback_and_sid(sms, runtime, fake_twilio) -> None:
+    touch_id = sending_touch(runtime, LEAD)
+    [result] = sms.send_batch([outbound(touch_id)])
+    [sent] = fake_twilio.sent()
+    assert result.accepted and result.provider_id == sent.sid and result.provider_id.startswith("SM")
+    assert result.provider_status == "queued"
+    assert sent.form == {"To": LEAD, "From": POOL[0], "Body": "Hi Jane",
+                         "StatusCallback": f"{BASE_URL}/hooks/sms/status"}
+
+
+@pytest.mark.parametrize("code, problem", [(21610, "opted_out"), (21211, "invalid_address"), (21614, "unable_sms")])
+def test_recipient_errors(sms, runtime, fake_twilio, code: int, problem: str) -> None:
+    fake_twilio.fail(LEAD, code)
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert not result.accepted and not result.retryable and result.defer_until is None
+    assert result.recipient_problem == problem and f"Twilio error {code} (HTTP 400)" in result.error
+
+
+@pytest.mark.parametrize("code, retry_after, wait", [(20429, "30", 30), (20429, None, 60), (20500, None, 60),
+                                                     (20429, "Mon, 02 Mar 2026 14:02:00 GMT", 120)])
+def test_slow_down_and_outages_defer_without_an_attempt(sms, runtime, fake_twilio, code, retry_after, wait) -> None:
+    fake_twilio.fail(LEAD, code, retry_after)
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert not result.accepted and not result.retryable and result.recipient_problem is None
+    assert result.defer_until == runtime.now() + timedelta(seconds=wait)
+
+
+def test_other_refusal_fails_the_touch_with_the_code(sms, runtime, fake_twilio) -> None:
+    fake_twilio.fail(LEAD, 21617)
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert not result.accepted and not result.retryable and result.defer_until is None
+    assert result.provider_status == "error 21617" and "Twilio error 21617" in result.error
+
+
+def test_wrong_credentials_blame_our_side(sms, runtime, fake_twilio) -> None:
+    fake_twilio.auth_token = "not-the-configured-one"
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert result.retryable and "account_sid and auth_token" in result.sender_problem
+
+
+def test_nothing_listening_is_retryable(sms, runtime, fake_twilio) -> None:
+    touch_id = sending_touch(runtime, LEAD)
+    fake_twilio.__exit__()  # the port is closed: the request never left
+    [result] = sms.send_batch([outbound(touch_id)])
+    fake_twilio.__enter__()
+    assert result.retryable and not result.accepted and "cannot reach" in result.error
+
+
+def test_sticky_sender_owner_number_then_pool(sms, runtime, fake_twilio, cli) -> None:
+    team(cli)
+    cli("numbers", "assign", "+14155550199", "--owner", "rep@acme.example")
+    owned = sending_touch(runtime, "+14155552672", owner="rep@acme.example")
+    first, second = sending_touch(runtime, LEAD), sending_touch(runtime, "+14155552673")
+    sms.send_batch([outbound(owned, "+14155552672"), outbound(first), outbound(second, "+14155552673")])
+    # The rep's own number for the rep's lead; the pool's least used for the others.
+    assert [s.form["From"] for s in fake_twilio.sent()] == ["+14155550199", POOL[0], POOL[1]]
+    # The rep gives the number back; the lead keeps hearing from it, and from nothing else.
+    cli("numbers", "unassign", "+14155550199")
+    again = sending_touch(runtime, "+14155552672")
+    sms.send_batch([outbound(again, "+14155552672"), outbound(sending_touch(runtime, LEAD))])
+    assert [s.form["From"] for s in fake_twilio.sent()[3:]] == ["+14155550199", POOL[0]]
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(LeadNumber)) == 3
+
+
+def test_busy_number_defers_the_backlog(sms, runtime, fake_twilio) -> None:
+    later = runtime.now() + timedelta(minutes=1)
+    with runtime.session() as session:
+        ensure(session, list(POOL), runtime.now())
+        # Both pool numbers are booked for the next minute (another worker's backlog).
+        session.execute(sa.update(PhoneNumber).values(next_slot_us=int(later.timestamp() * 1_000_000)))
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert not result.accepted and result.defer_until == later and not fake_twilio.requests
+
+
+def test_prepare_refuses_a_text_over_max_segments(sms) -> None:
+    sms.prepare(outbound(1, text="я" * 268))  # 4 UCS-2 segments of 67
+    with pytest.raises(ValueError, match=r"takes 5 segments \(269 UTF-16 units, UCS-2\); \[plugins.sms\] max_segments is 4"):
+        sms.prepare(outbound(1, text="я" * 269))
+    with pytest.raises(ValueError, match="empty"):
+        sms.prepare(outbound(1, text="  "))
