@@ -8,17 +8,18 @@ due in ten years), then starts a fresh worker process that:
   `runtime.plugins.channel` on the instance with a function that returns a `NullEmailChannel`
   (an EmailChannel subclass configured with the real channel's context) for "email";
 * counts the SQL statements of one `Engine.run_batch()` (a `before_cursor_execute` listener on the
-  runtime's engine) at batch sizes due/10 and due (100 and 1000), split into the claim and each
-  group of `[engine] max_in_flight` (50: 2 and 20 groups): the claim and every group must cost the
-  same number whatever the batch size (set-based);
+  runtime's engine) at batch sizes due/10 and due (100 and 1000), split into the batch's own
+  (claim and plan) and each group's of `[engine] max_in_flight` touches (arm, send, settle; 50: 2
+  and 20 groups): the batch's and every group's must be the same number whatever the batch size
+  (set-based);
 * times `Engine.run_batch()` with batch_size=due (claim + plan + send + settle of every due touch):
   the first such tick (cold: statement cache, calendars) and the median of `--repeat` warm ticks,
   resetting the same due enrollments (and deleting their touches) between ticks;
 * times `Engine.housekeeping()`, which every scheduled tick (`run_until_idle`) runs before its batches;
 * reports its peak RSS (`ru_maxrss`) at the end.
 
-Targets: warm tick time large/small <= 1.5; statements per claim and per group equal for batches
-of 100 and 1000; peak memory growth small -> large < 50 MB.
+Targets: warm tick time large/small <= 1.5; statements per batch (claim and plan) and per group
+equal for batches of 100 and 1000; peak memory growth small -> large < 50 MB.
 
     .venv/bin/python bench/tick_scale.py                           # 10,000 vs 1,000,000, SQLite
     .venv/bin/python bench/tick_scale.py --database postgresql      # throwaway PostgreSQL cluster
@@ -69,13 +70,13 @@ def install_null_channel(runtime: Any) -> None:
 
 
 class StatementCounter:
-    """Statements of a batch: the claim's, and each group's (Engine._run_group is wrapped to tell them apart)."""
+    """Statements of a batch: its own (claim, plan) and each group's, told apart by wrapping Engine._run_group."""
 
     def __init__(self, engine: sa.Engine) -> None:
         from sequencer.engine import Engine
 
         self.active = False
-        self.claim: list[str] = []
+        self.batch: list[str] = []
         self.groups: list[list[str]] = []
         self.current: list[str] | None = None
         sa.event.listen(engine, "before_cursor_execute", self._count)
@@ -92,11 +93,11 @@ class StatementCounter:
         Engine._run_group = counted_group  # this process is the benchmark's own worker
 
     def start(self, active: bool) -> None:
-        self.active, self.claim, self.groups = active, [], []
+        self.active, self.batch, self.groups = active, [], []
 
     def _count(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         if self.active:
-            (self.current if self.current is not None else self.claim).append(" ".join(statement.split())[:100])
+            (self.current if self.current is not None else self.batch).append(" ".join(statement.split())[:100])
 
 
 def reset_due(runtime: Any, due_ids: list[int], due_at: Any) -> None:
@@ -139,7 +140,7 @@ def worker(config: str, due: int, repeat: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         counter.active = False
         reset_due(runtime, due_ids, due_at)
-        return seconds, report, {"claim": counter.claim, "groups": counter.groups}
+        return seconds, report, {"batch": counter.batch, "groups": counter.groups}
 
     # Batch sizes 100 and 1000 for 1,000 due (10 and 100 for the smoke size): the larger one is the tick.
     statements: dict[int, dict[str, Any]] = {}
@@ -168,22 +169,23 @@ def worker(config: str, due: int, repeat: int) -> dict[str, Any]:
         "tick_all_seconds": warm,
         "housekeeping_seconds": statistics.median(housekeeping),
         "max_in_flight": runtime.settings.engine.max_in_flight,
-        # Per batch size: statements of the claim, and of each group in turn.
-        "statements": {str(k): {"claim": len(v["claim"]), "groups": [len(g) for g in v["groups"]]}
+        # Per batch size: statements of the batch (claim and plan), and of each group in turn.
+        "statements": {str(k): {"batch": len(v["batch"]), "groups": [len(g) for g in v["groups"]]}
                        for k, v in statements.items()},
-        "statement_texts": {str(k): {"claim": v["claim"], "first_group": v["groups"][0]} for k, v in statements.items()},
+        "statement_texts": {str(k): {"batch": v["batch"], "first_group": v["groups"][0]}
+                            for k, v in statements.items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
 def _statements(per_size: dict[str, dict[str, Any]]) -> str:
-    """'100: claim 3, 2 groups of 21; 1000: claim 3, 20 groups of 21' (groups of unequal cost listed)."""
+    """'100: batch 16, 2 groups of 9; 1000: batch 16, 20 groups of 9' (groups of unequal cost listed)."""
     parts = []
     for size, c in per_size.items():
         groups = c["groups"]
         shown = (f"{len(groups)} group{'s' * (len(groups) != 1)} of {groups[0]}" if len(set(groups)) == 1
                  else f"groups of {groups}")
-        parts.append(f"{size}: claim {c['claim']}, {shown}")
+        parts.append(f"{size}: batch {c['batch']}, {shown}")
     return "; ".join(parts)
 
 
@@ -235,14 +237,14 @@ def main() -> int:
     ratio = large["tick_seconds"] / small["tick_seconds"]
     growth = large["peak_rss_mb"] - small["peak_rss_mb"]
     counts = {n: r["statements"] for n, r in results.items()}
-    # Equal: one claim count and one group count, whatever the batch size (and so the number of groups).
-    equal = all(len({c["claim"] for c in per_size.values()}) == 1
+    # Equal: one batch count and one group count, whatever the batch size (and so the number of groups).
+    equal = all(len({c["batch"] for c in per_size.values()}) == 1
                 and len({g for c in per_size.values() for g in c["groups"]}) == 1 for per_size in counts.values())
     for n, r in results.items():
         print(f"N={n:>9,}: tick {r['tick_seconds'] * 1000:7.1f} ms (cold {r['tick_cold_seconds'] * 1000:.1f} ms; "
               f"warm ticks {', '.join(f'{s * 1000:.0f}' for s in r['tick_all_seconds'])} ms), "
               f"housekeeping {r['housekeeping_seconds'] * 1000:.1f} ms, "
-              f"statements per claim and group {_statements(r['statements'])}, "
+              f"statements per batch and group {_statements(r['statements'])}, "
               f"peak RSS {r['peak_rss_mb']:.1f} MB")
         if args.show_statements:
             for size, texts in r["statement_texts"].items():
@@ -253,7 +255,7 @@ def main() -> int:
     hk_ratio = large["housekeeping_seconds"] / max(small["housekeeping_seconds"], 1e-9)
     print(f"tick time ratio large/small: {ratio:.2f} (target <= {TIME_RATIO_TARGET}): "
           f"{verdict(ratio <= TIME_RATIO_TARGET)}")
-    print(f"statements per claim and per group equal for batch sizes {' and '.join(counts[args.small])}: "
+    print(f"statements per batch and per group equal for batch sizes {' and '.join(counts[args.small])}: "
           f"{'yes' if equal else 'NO'} ({counts}): {verdict(equal)}")
     print(f"peak memory growth small->large: {growth:+.1f} MB (target < {MEMORY_GROWTH_TARGET_MB:.0f} MB): "
           f"{verdict(growth < MEMORY_GROWTH_TARGET_MB)}")

@@ -71,7 +71,7 @@ def test_tick_scale_smoke_reports_statements_per_batch(database: str) -> None:
         assert set(counts) == {"10", "100"}
         # Batches of 10 and 100 go out in groups of [engine] max_in_flight (50).
         assert [len(counts[size]["groups"]) for size in ("10", "100")] == [1, 2]
-        assert all(c["claim"] > 0 and min(c["groups"]) > 0 for c in counts.values())
+        assert all(c["batch"] > 0 and min(c["groups"]) > 0 for c in counts.values())
         size = result["sizes"][n]
         assert size["tick_seconds"] > 0 and size["peak_rss_mb"] > 0
     assert result["tick_ratio"] > 0
