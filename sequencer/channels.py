@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol, Sequence
 
 from sequencer.sentiment import asks_to_opt_out, read_reply_sentiment
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 # How the core reads a person's words on any channel, for a plugin's own reading of its messages
 # (email reads the new text of a reply with them): one set of rules, whatever the channel.
 reply_sentiment = read_reply_sentiment
-__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "DeliveryStatus", "Health",
-           "OutboundTouch", "Receipt", "SendResult", "Sender", "SentTouch", "StepScope", "asks_to_opt_out", "core_for",
+__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "CoreUnavailable", "DeliveryStatus", "Health",
+           "OutboundTouch", "Receipt", "SendResult", "Sender", "SenderState", "SentTouch", "StepScope", "asks_to_opt_out", "core_for", "emit_rows",
            "reply_sentiment"]
 
 # Which steps of a channel a rule covers: every step, only those the engine sends itself, or none.
@@ -33,9 +33,11 @@ DeliveryStatus = Literal["queued", "sending", "sent", "delivered", "undelivered"
 CallStatus = Literal["queued", "initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed",
                      "canceled"]
 
-# A provider's verdict on an address: "invalid" (no such mailbox or number: stop and suppress it) or
-# "unable_sms" (a number that cannot take texts, such as a landline: no more SMS, calls go on).
-AddressVerdict = Literal["invalid", "unable_sms"]
+# A provider's verdict on an address: "invalid" (no such mailbox or number: stop and suppress it),
+# "unable_sms" (a number that cannot take texts, such as a landline: no more SMS, calls go on),
+# "transient" (a temporary failure of one touch: send it again) or "failed" (that touch failed for
+# another reason: the cadence goes on).
+AddressVerdict = Literal["invalid", "unable_sms", "transient", "failed"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,47 @@ class Receipt:
     # updated: the touch took the status or result; unchanged: a replay or an older status, ignored;
     # unknown_id: no touch has this provider id (logged); reply, opted_out, opted_in, help: what an
     # inbound message was taken for ("help": answer with your help text); flagged: an address
-    # verdict was recorded; unmatched: an inbound reply from an address no lead has.
+    # verdict was recorded; unmatched: an inbound reply from an address no lead has, or a report that
+    # names none of our messages and no lead's address (nothing was done); paused: an auto-reply paused
+    # the lead's cadences; retrying: a temporary failure sends the touch again; failed: the touch
+    # failed, the cadence goes on; held: a sender was held for a problem on our side; recorded: a
+    # message was stored for a person to read.
     action: Literal["updated", "unchanged", "unknown_id", "reply", "opted_out", "opted_in", "help", "flagged",
-                    "unmatched"]
+                    "unmatched", "paused", "retrying", "failed", "held", "recorded"]
     # False when the report changed nothing (a replay, an older status, an opt-out already on file).
     changed: bool = False
     lead_id: int | None = None
     touch_id: int | None = None
     detail: str = ""
+    # The kind of event recorded for the message (reply, bounce...), where one was.
+    kind: str | None = None
+
+
+class CoreUnavailable(Exception):
+    """The core's database cannot be reached or is busy right now; the message says so. Try again later.
+
+    Raised by Core.session() and the reports (and only for that), so a plugin can tell its
+    provider or MTA to deliver again (HTTP 503, exit 75) rather than lose the message.
+    """
+
+
+@dataclass(frozen=True)
+class SenderState:
+    """One of a channel's senders (an email mailbox) and what its plugin keeps about reading from it."""
+
+    sender_id: int
+    address: str
+    # The plugin's settings for reading this sender's incoming messages (an IMAP server...); {} when none.
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # Where reading got to: the last position read within an epoch that positions belong to (IMAP:
+    # the last UID within a UIDVALIDITY). None before the first read.
+    epoch: int | None = None
+    position: int | None = None
+    # The last read: when, its error (None when it worked), failures in a row, and when to try again.
+    checked_at: datetime | None = None
+    error: str | None = None
+    failures: int = 0
+    retry_at: datetime | None = None
 
 
 class Core(Protocol):
@@ -72,24 +107,108 @@ class Core(Protocol):
     settings: Mapping[str, Any]
 
     def session(self) -> AbstractContextManager[so.Session]:
-        """Open a database session that commits on success and rolls back on error."""
+        """Open a database session that commits on success and rolls back on error.
+
+        Reports made inside it, on the same thread, join its transaction, each in a savepoint:
+        a plugin can make several reports and its own state change in one transaction, and a
+        report that raises undoes only itself.
+        """
 
     def now(self) -> datetime:
         """Return the application clock's current instant (aware UTC; honours --now)."""
 
     def delivery_status(self, channel: str, provider_id: str, status: DeliveryStatus, at: datetime,
-                        error_code: str | None = None, raw: Any = None) -> Receipt:
-        """Record a provider's delivery status for the touch it accepted as `provider_id`; only forward moves count."""
+                        error_code: str | None = None, raw: Any = None, *, references: Sequence[str] = ()) -> Receipt:
+        """Record a provider's delivery status for the touch it accepted as `provider_id`; only forward moves count.
+
+        A report that names our message by the message ids it refers to (an email delivery
+        report) passes them as `references` and "" as `provider_id`.
+        """
 
     def inbound_message(self, channel: str, from_address: str, to_address: str, text: str, provider_id: str | None,
-                        at: datetime, raw: Any = None) -> Receipt:
-        """Act on a message from a lead: opt-out, opt-in and help keywords, else a reply that ends the cadence."""
+                        at: datetime, raw: Any = None, *, references: Sequence[str] = (), subject: str = "",
+                        asks_to_stop: bool = False, details: Mapping[str, Any] | None = None) -> Receipt:
+        """Act on a message from a lead: opt-out, opt-in and help keywords, else a reply that ends the cadence.
 
-    def opt_out(self, channel: str, address: str, source: str, detail: str = "") -> Receipt:
-        """Opt the address out (a provider's own opt-out list, a complaint): suppress it, opt its leads out."""
+        The lead is the one of the touch the message answers (`references`: our message ids,
+        newest first, as In-Reply-To and References give them), else the one with the sender's
+        address, else, for email, the lead in a cadence at the sender's company (not at a
+        free-mail domain). `asks_to_stop` says the plugin's own reading found a request to stop
+        that `text` does not show (an email's subject); `subject` titles the reply task;
+        `details` are kept with the recorded message. One action per `provider_id`.
+        """
 
-    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "") -> Receipt:
-        """Record a provider's verdict on an address (see AddressVerdict)."""
+    def auto_reply(self, channel: str, from_address: str, *, references: Sequence[str] = (),
+                   return_date: date | None = None) -> Receipt:
+        """Pause the lead's live cadences for an out-of-office until its next business day after `return_date`.
+
+        Without a date, for [inbound] out_of_office_default_days (0: not at all). The lead is matched
+        as inbound_message matches it. Records nothing: record() the message that said it.
+        """
+
+    def opt_out(self, channel: str, address: str, source: str, detail: str = "", *,
+                references: Sequence[str] | None = None) -> Receipt:
+        """Opt the address out (a provider's own opt-out list, a complaint): suppress it, opt its leads out.
+
+        A report that came in a message passes the message ids it refers to as `references`
+        (possibly none): then an address no lead has is taken for the recipient of the touch
+        they name, and one that matches neither is left alone ("unmatched": backscatter, or a
+        report about someone else).
+        """
+
+    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "", *,
+                        references: Sequence[str] | None = None, source: str | None = None) -> Receipt:
+        """Record a provider's verdict on an address (see AddressVerdict).
+
+        "transient" and "failed" are about one touch, the one `references` name: a temporary
+        failure sends it again as a new attempt (if its cadence has not moved on), a failure
+        fails it and the cadence goes on. With `references`, the address is matched as in
+        opt_out. `source` names where the verdict came from on the suppression (default
+        "CHANNEL_verdict").
+        """
+
+    def sender_problem(self, channel: str, sender_address: str, detail: str, *,
+                       references: Sequence[str] | None = None, recipient: str | None = None) -> Receipt:
+        """Hold the sender a failure blames (ours, not the lead's: authentication, blocklist) and alert admins.
+
+        The sender is the one the touch named by `references` went from, else `sender_address`.
+        With the failed `recipient`, a failure that names none of our touches and no lead's
+        address is left alone ("unmatched": mail forged in our name).
+        """
+
+    def record(self, channel: str, kind: str, *, provider_id: str | None = None, from_address: str = "",
+               to_address: str = "", references: Sequence[str] = (), text: str = "", reason: str | None = None,
+               lead_id: int | None = None, touch_id: int | None = None, details: Mapping[str, Any] | None = None,
+               raw: Any = None) -> Receipt:
+        """Store a message on the lead's timeline and for `sequencer inbound list`, acting on nothing.
+
+        For a notification, a message that could not be acted on (`reason` says why; listed as
+        unmatched, and inbound_received is not called for it), or the message that carried the
+        reports made just before (pass their lead and touch). Its `provider_id` counts for received().
+        """
+
+    def received(self, channel: str, provider_id: str | None) -> Receipt | None:
+        """Return what was recorded for the message with this provider id, or None if it was never received."""
+
+    def messages(self, channel: str, *, unmatched: bool = False, kind: str | None = None,
+                 limit: int = 50) -> list[dict[str, Any]]:
+        """Return the latest messages recorded from the channel, newest first (`unmatched`: only those not acted on).
+
+        Each is {id, received_at, kind, lead (its email), mailbox, message_id, summary}.
+        """
+
+    def senders(self, channel: str) -> list[SenderState]:
+        """Return the channel's senders (email: every mailbox), by id."""
+
+    def find_sender(self, channel: str, address: str) -> SenderState:
+        """Return the channel's sender with this address; raise LookupError saying how to add one."""
+
+    def sender_state(self, sender_id: int, *, lock: bool = False) -> SenderState:
+        """Return a sender's state; `lock` holds its row until the open session ends (one reader at a time)."""
+
+    def save_sender_state(self, sender_id: int, *, audit_detail: Mapping[str, Any] | None = None,
+                          **state: Any) -> None:
+        """Change fields of a sender's state (the SenderState field names); `audit_detail` audits a settings change."""
 
     def call_result(self, provider_id: str, status: CallStatus, duration: int | None = None,
                     answered_by: str | None = None, recording_url: str | None = None,
@@ -107,6 +226,16 @@ class ChannelContext:
     # How the plugin reports back; None only in a plugin manager built without a database (the
     # CLI's discovery of plugin commands), where nothing is ever sent.
     core: Core | None = None
+
+
+def emit_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> None:
+    """Print a plugin command's rows as `sequencer` prints its own: JSON (`--format json`) or an aligned table.
+
+    JSON times are ISO 8601 UTC with Z, as every listing command gives them.
+    """
+    from sequencer.cli.base import emit
+
+    emit([dict(row) for row in rows], fmt, columns)
 
 
 def core_for(plugin: str) -> Core:

@@ -51,7 +51,6 @@ GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 @dataclass
 class WebSettings:
     base_url: str
-    inbound_secret: str | None = None
     # [web] secret_key, read through `secret_key`. None when the file names no key, or an
     # environment variable that is not set here: commands that sign nothing (db upgrade,
     # leads import...) run without it, and the ones that sign say what to set.
@@ -90,8 +89,6 @@ class TasksSettings:
 class InboundSettings:
     # An out-of-office with no readable return date pauses the lead this many days (0: not at all).
     out_of_office_default_days: int = 3
-    # How often the worker polls mailboxes with IMAP settings.
-    poll_seconds: float = 60.0
     # Whole-message keywords of texts (COMPLIANCE.md rule 10), matched in any letter case with
     # surrounding spaces ignored. Add the words of every language the deployment writes in.
     opt_out_keywords: list[str] = field(default_factory=lambda: list(DEFAULT_OPT_OUT_KEYWORDS))
@@ -153,6 +150,8 @@ class Settings:
         return self.plugins.get(name, {})
 
 
+# Keys that moved from a core section to a plugin's table: (section, key) -> (plugin, key).
+_MOVED = {("web", "inbound_secret"): ("email", "inbound_secret")}
 # section -> (dataclass, keys that must be present)
 _SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "database": (DatabaseSettings, ("url",)),
@@ -197,7 +196,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in table.items():
-            if (section, key) in _READ_WHEN_USED:
+            if (section, key) in _READ_WHEN_USED or (section, key) in _MOVED:
                 continue
             if key not in known:
                 warnings.warn(f"{path}: unknown key {section}.{key} is ignored", ConfigWarning, stacklevel=3)
@@ -221,7 +220,19 @@ def _build(path: Path, raw: dict[str, Any]) -> Settings:
         name: {k: resolve_secret(v, f"plugins.{name}.{k}", path) for k, v in table.items()}
         for name, table in raw.get("plugins", {}).items()
     }
+    _read_moved_keys(raw, plugins, path)
     return Settings(path=path, templates_dir=(path.parent / templates_dir).resolve(), plugins=plugins, **built)
+
+
+def _read_moved_keys(raw: dict[str, Any], plugins: dict[str, dict[str, Any]], path: Path) -> None:
+    """Read keys that moved to a plugin's table from their old place, warning with the new name."""
+    for (section, key), (plugin, new_key) in _MOVED.items():
+        if key not in raw.get(section, {}):
+            continue
+        warnings.warn(f"{path}: [{section}] {key} is deprecated; move it to [plugins.{plugin}] {new_key}",
+                      DeprecationWarning, stacklevel=4)
+        # The new place wins when both are set.
+        plugins.setdefault(plugin, {}).setdefault(new_key, resolve_secret(raw[section][key], f"{section}.{key}", path))
 
 
 def resolve_secret(value: Any, key: str, path: Path) -> Any:

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from sequencer.channels import Channel, Sender
-from sequencer.imap import PollFailed, check_login
+from sequencer.channels import Channel, Sender, SenderState
 from sequencer.models import Mailbox
 
 if TYPE_CHECKING:
+    from sequencer.plugins import Plugins
     from sequencer.runtime import Runtime
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -64,7 +64,7 @@ def run_checks(runtime: Runtime, *, dns_resolver: Any = None, timeout: float = 5
         checks.append(Check("mailboxes", "warn", "no mailboxes: email steps have no address to send from",
                             "add one: `sequencer mailboxes add ADDRESS --owner USER_EMAIL`"))
     with ThreadPoolExecutor(max_workers=MAILBOX_WORKERS) as pool:
-        for found in pool.map(lambda m: _check_mailbox(m, channel, timeout), mailboxes):
+        for found in pool.map(lambda m: _check_mailbox(m, channel, runtime.plugins, timeout), mailboxes):
             checks.extend(found)
     checks.extend(_check_dns(mailboxes, channel, _Dns.open(dns_resolver, timeout)))
     return checks
@@ -162,7 +162,7 @@ class _MailboxInfo:
         return Sender(address=self.address, display_name=self.display_name, transport=self.transport)
 
 
-def _check_mailbox(mailbox: _MailboxInfo, channel: Channel | None, timeout: float) -> list[Check]:
+def _check_mailbox(mailbox: _MailboxInfo, channel: Channel | None, plugins: Plugins, timeout: float) -> list[Check]:
     checks = []
     if mailbox.state == "held":
         checks.append(Check(f"mailbox {mailbox.address}", "warn",
@@ -170,7 +170,7 @@ def _check_mailbox(mailbox: _MailboxInfo, channel: Channel | None, timeout: floa
                             f"fix the cause, then `sequencer mailboxes release {mailbox.address}` ({DOCS})"))
     checks.append(_check_smtp(mailbox, channel, timeout))
     if mailbox.inbound:
-        checks.append(_check_imap(mailbox, timeout))
+        checks.append(_check_imap(mailbox, plugins, timeout))
     return checks
 
 
@@ -186,14 +186,17 @@ def _check_smtp(mailbox: _MailboxInfo, channel: Channel | None, timeout: float) 
                  "own transport settings")
 
 
-def _check_imap(mailbox: _MailboxInfo, timeout: float) -> Check:
+def _check_imap(mailbox: _MailboxInfo, plugins: Plugins, timeout: float) -> Check:
     name = f"imap {mailbox.address}"
     fix = "check host, port, security, username, password (or password_env) and folder in the mailbox's inbound settings"
-    try:
-        detail = check_login(dict(mailbox.inbound), timeout=timeout)
-    except PollFailed as exc:
-        return Check(name, "fail", f"mailbox {mailbox.address}: {exc}", fix)
-    return Check(name, "ok", detail)
+    sender = SenderState(sender_id=0, address=mailbox.address, settings=mailbox.inbound)
+    answers = [h for h in plugins.hook.check_inbound(sender=sender, timeout=timeout) if h is not None]
+    if not answers:
+        return Check(name, "skip", "no installed plugin reads this mailbox's incoming mail (check_inbound)")
+    failed = [h for h in answers if not h.ok]
+    if failed:
+        return Check(name, "fail", f"mailbox {mailbox.address}: {failed[0].detail}", fix)
+    return Check(name, "ok", answers[0].detail)
 
 
 # DNS: SPF, DMARC, DKIM

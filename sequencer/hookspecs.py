@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import flask
     import jinja2
 
-    from sequencer.channels import Channel, Core, SentTouch
+    from sequencer.channels import Channel, Core, Health, SenderState, SentTouch
     from sequencer.models import Enrollment, InboundEvent, Lead
 
 hookspec = pluggy.HookspecMarker("sequencer")
@@ -48,6 +48,15 @@ def prepare_template_env(env: jinja2.Environment) -> None:
 @hookspec
 def lead_context(lead: Lead) -> dict[str, Any] | None:
     """Return extra template variables for this lead (enrichment); results are merged into the context."""
+
+
+@hookspec
+def check_inbound(sender: SenderState, timeout: float) -> Health | None:
+    """Check that a sender's incoming messages can be read (an IMAP login) as `sequencer doctor` does.
+
+    Return None for a sender whose reading is not this plugin's (no settings of yours on it).
+    Called for every sender whose state has settings; must not take longer than `timeout` seconds.
+    """
 
 
 @hookspec(firstresult=True)

@@ -10,20 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+import threading
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from sequencer import audit, suppressions
-from sequencer.channels import AddressVerdict, CallStatus, Core, DeliveryStatus, Receipt
+from sequencer.calendar import LocalCalendar, Window
+from sequencer.channels import AddressVerdict, CallStatus, Core, CoreUnavailable, DeliveryStatus, Receipt, SenderState
 from sequencer.exits import end_for_lead, end_on_reply
-from sequencer.leads import LeadDataError, email_key, parse_phone
-from sequencer.models import LIVE_STATES, Enrollment, InboundEvent, Lead, Suppression, Task, Touch
+from sequencer.leads import FREE_MAIL_DOMAINS, LeadDataError, email_key, parse_phone
+from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Suppression, Task, Touch
 from sequencer.optouts import opt_out
 from sequencer.sentiment import asks_to_opt_out
+from sequencer.users import find_mailbox, hold_for_sender_problem
 
 # How optouts.opt_out and _opt_out word the reason of the suppressions they add: an opt-in
 # narrows only those, never one a person added.
@@ -50,6 +54,20 @@ _REPLACES = {"sent": ("sending", "unknown"), "delivered": ("sending", "unknown",
 # the compare-and-set then fails and we read again, at most this many times.
 _ATTEMPTS = 5
 
+# The longest message id the inbound_events column holds; longer ones are cut to it on recording and
+# on looking up alike, so a retried delivery still finds the first.
+_MESSAGE_ID_CHARS = InboundEvent.message_id.type.length
+# How many message ids one query looks up: an email References header of 100 KB names thousands,
+# more than SQLite lets one statement bind.
+_REFERENCES_PER_QUERY = 500
+# SenderState fields and the Mailbox columns that keep them (no table of its own: the email
+# plugin's IMAP polling was the core's, and these columns already hold it).
+_SENDER_COLUMNS = {"settings": "inbound", "epoch": "imap_uidvalidity", "position": "imap_last_uid",
+                   "checked_at": "inbound_checked_at", "error": "inbound_error", "failures": "inbound_failures",
+                   "retry_at": "inbound_retry_at"}
+# Database failures that a later try can get past: the server down or restarting, a lock or a
+# serialization conflict, a pool with no free connection. Anything else fails the same way again.
+_TEMPORARY = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError)
 # Around a keyword: spaces (rule 10) and the punctuation people type after a word ("STOP!").
 _KEYWORD_TRIM = " \t\r\n.!?,;:'\"«»"
 
@@ -60,13 +78,31 @@ class PluginCore:
     def __init__(self, runtime: Runtime, plugin: str) -> None:
         self._runtime = runtime
         self.plugin = plugin
+        # The session a plugin opened on this thread (see session): reports made inside it join it.
+        self._open = threading.local()
 
     @property
     def settings(self) -> Mapping[str, Any]:
         return self._runtime.settings.plugin(self.plugin)
 
-    def session(self) -> AbstractContextManager[so.Session]:
-        return self._runtime.session()
+    @contextmanager
+    def session(self) -> Iterator[so.Session]:
+        current = getattr(self._open, "session", None)
+        try:
+            if current is not None:
+                with current.begin_nested():
+                    yield current
+                return
+            with self._runtime.session() as session:
+                self._open.session = session
+                try:
+                    yield session
+                finally:
+                    self._open.session = None
+        except Exception as exc:
+            if isinstance(exc, CoreUnavailable) or not is_temporary(exc):
+                raise
+            raise CoreUnavailable(f"the database is unavailable, try again later: {getattr(exc, 'orig', exc)}") from exc
 
     def now(self) -> datetime:
         return self._runtime.now()
@@ -74,14 +110,18 @@ class PluginCore:
     # -- after the send ---------------------------------------------------------------------------
 
     def delivery_status(self, channel: str, provider_id: str, status: DeliveryStatus, at: datetime,
-                        error_code: str | None = None, raw: Any = None) -> Receipt:
+                        error_code: str | None = None, raw: Any = None, *, references: Sequence[str] = ()) -> Receipt:
         _check_word("delivery status", status, DELIVERY_RANK)
         error = None
         if _DELIVERY_TOUCH[status] == "failed":
             error = status + (f" (provider error {error_code})" if error_code else "")
         with self.session() as session:
-            return self._advance(session, sa.and_(Touch.channel == channel, Touch.provider_id == provider_id),
-                                 f"{channel} {provider_id}", status, DELIVERY_RANK, _DELIVERY_TOUCH[status], at,
+            which = sa.and_(Touch.channel == channel, Touch.provider_id == provider_id)
+            if not provider_id and references:
+                touch = _touch_by_references(session, references)
+                which = Touch.id == (touch.id if touch else None)
+                provider_id = touch.provider_id or str(touch.id) if touch else "named by references"
+            return self._advance(session, which, f"{channel} {provider_id}", status, DELIVERY_RANK, _DELIVERY_TOUCH[status], at,
                                  error=error, event_kind="status", event_channel=channel,
                                  classification={"status": status, "error_code": error_code}, raw=raw,
                                  summary=error or status)
@@ -146,22 +186,23 @@ class PluginCore:
     # -- from the lead ----------------------------------------------------------------------------
 
     def inbound_message(self, channel: str, from_address: str, to_address: str, text: str, provider_id: str | None,
-                        at: datetime, raw: Any = None) -> Receipt:
-        now = self.now()
+                        at: datetime, raw: Any = None, *, references: Sequence[str] = (), subject: str = "",
+                        asks_to_stop: bool = False, details: Mapping[str, Any] | None = None) -> Receipt:
         with self.session() as session:
             if provider_id:
                 prior = session.scalar(sa.select(InboundEvent).where(
-                    InboundEvent.channel == channel, InboundEvent.message_id == provider_id[:300]).limit(1))
+                    InboundEvent.channel == channel, InboundEvent.message_id == provider_id[:_MESSAGE_ID_CHARS]).limit(1))
                 if prior is not None:
                     return Receipt(prior.classification.get("action", "reply"), lead_id=prior.lead_id,
                                    touch_id=prior.touch_id, detail=f"message {provider_id} was already received")
             kind, address = self._address(channel, from_address)
-            leads = _leads(session, kind, address)
+            touch, leads = _match(session, kind, address, references)
             word = text.strip(_KEYWORD_TRIM).casefold()
             inbound = self._runtime.settings.inbound
             message = {"channel": channel, "from": address, "to": to_address, "text": text,
-                       "provider_id": provider_id, "at": at, "raw": raw}
-            if word in _folded(inbound.opt_out_keywords) or asks_to_opt_out(text):
+                       "provider_id": provider_id, "at": at, "raw": raw, "subject": subject, "touch": touch,
+                       "references": tuple(references), "details": dict(details or {})}
+            if word in _folded(inbound.opt_out_keywords) or asks_to_stop or asks_to_opt_out(text):
                 return self._opt_out(session, channel, kind, address, leads, f"{channel}_message", text, message)
             if word in _folded(inbound.opt_in_keywords) and _opted_out(session, kind, address):
                 return self._opt_in(session, channel, kind, address, leads, message)
@@ -171,25 +212,43 @@ class PluginCore:
                 return Receipt("help", lead_id=lead.id if lead else None, detail="answer with your help text")
             return self._reply(session, leads, message)
 
-    def opt_out(self, channel: str, address: str, source: str, detail: str = "") -> Receipt:
+    def opt_out(self, channel: str, address: str, source: str, detail: str = "", *,
+                references: Sequence[str] | None = None) -> Receipt:
         with self.session() as session:
             kind, value = self._address(channel, address)
-            return self._opt_out(session, channel, kind, value, _leads(session, kind, value), source, detail, None)
+            leads = _leads(session, kind, value)
+            if references is not None and not leads:
+                touch = _touch_by_references(session, references)
+                if touch is None:
+                    return Receipt("unmatched", detail=f"{address}, to whom we never wrote")
+                leads = [session.get(Lead, touch.lead_id)]
+            return self._opt_out(session, channel, kind, value, leads, source, detail, None)
 
-    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "") -> Receipt:
-        if verdict not in ("invalid", "unable_sms"):
-            raise ValueError(f"address verdict {verdict!r} is not one of 'invalid', 'unable_sms'")
+    def address_verdict(self, channel: str, address: str, verdict: AddressVerdict, detail: str = "", *,
+                        references: Sequence[str] | None = None, source: str | None = None) -> Receipt:
+        if verdict not in ("invalid", "unable_sms", "transient", "failed"):
+            raise ValueError(f"address verdict {verdict!r} is not one of 'invalid', 'unable_sms', 'transient', 'failed'")
         now = self.now()
         with self.session() as session:
             kind, value = self._address(channel, address)
             if kind is None:
                 return Receipt("unchanged", detail=f"{address!r} is neither an email address nor a phone number")
             leads = _leads(session, kind, value)
+            touch = _touch_by_references(session, references or ())
+            if references is not None and not leads:
+                if touch is None:
+                    # Backscatter (mail forged in our name) or a report about someone else: not ours to act on.
+                    return Receipt("unmatched", detail=f"{address}, to whom we never wrote")
+                leads = [session.get(Lead, touch.lead_id)]
+            if verdict in ("transient", "failed"):
+                return self._touch_failure(session, touch, verdict, detail, leads[0].id if leads else None)
+            if touch is not None and verdict == "invalid":
+                touch.status, touch.provider_status, touch.error = "failed", "failed", detail[:2000] or "invalid address"
             scope = "sms" if verdict == "unable_sms" else "all"
             why = ("cannot receive SMS" if verdict == "unable_sms" else "invalid address") + (f": {detail}" if detail else "")
             changed = suppressions.find(session, kind, value, scope) is None
-            suppressions.add(session, kind, value, reason=why[:1000], source=f"{channel}_verdict"[:50], now=now,
-                             channel=scope)
+            suppressions.add(session, kind, value, reason=why[:1000], source=(source or f"{channel}_verdict")[:50],
+                             now=now, channel=scope)
             for lead in leads:
                 if verdict == "invalid":
                     # As a hard bounce: the address is wrong, so every cadence that needs it ends.
@@ -202,6 +261,155 @@ class PluginCore:
                              object_type="lead", object_id=lead.id, at=now, channel=channel, detail=detail)
             return Receipt("flagged", changed=changed, lead_id=leads[0].id if leads else None,
                            detail=f"{kind} {value} suppressed on {'all channels' if scope == 'all' else scope}")
+
+    def auto_reply(self, channel: str, from_address: str, *, references: Sequence[str] = (),
+                   return_date: date | None = None) -> Receipt:
+        now = self.now()
+        with self.session() as session:
+            kind, address = self._address(channel, from_address)
+            touch, leads = _match(session, kind, address, references)
+            lead = _pick(session, leads, channel)
+            if lead is None:
+                return Receipt("unmatched", detail=f"no lead has the address {address}")
+            back = return_date
+            if back is None:
+                days = self._runtime.settings.inbound.out_of_office_default_days
+                if days <= 0:
+                    return Receipt("unchanged", lead_id=lead.id,
+                                   detail="auto-reply without a return date: the cadence goes on")
+                back = (now + timedelta(days=days - 1)).date()
+            resume_at = _next_working_morning(back, lead)
+            if resume_at <= now:
+                return Receipt("unchanged", lead_id=lead.id)
+            paused = session.execute(
+                sa.update(Enrollment)
+                .where(Enrollment.lead_id == lead.id, Enrollment.state.in_(("active", "waiting_task")))
+                .values(state="paused", paused_reason="out_of_office", resume_at=resume_at)
+            ).rowcount
+            return Receipt("paused", changed=paused > 0, lead_id=lead.id, touch_id=touch.id if touch else None,
+                           detail=f"paused {paused} enrollment(s) until {resume_at.isoformat()}")
+
+    def sender_problem(self, channel: str, sender_address: str, detail: str, *,
+                       references: Sequence[str] | None = None, recipient: str | None = None) -> Receipt:
+        with self.session() as session:
+            touch = _touch_by_references(session, references or ())
+            if recipient is not None and touch is None:
+                kind, value = self._address(channel, recipient)
+                if not _leads(session, kind, value):
+                    # Mail forged in our name failed: holding our sender would punish us for the forger.
+                    return Receipt("unmatched", detail=f"{recipient}, to whom we never wrote")
+            mailbox_id = _mailbox_id(session, touch, sender_address)
+            if mailbox_id is None:
+                return Receipt("unmatched", detail=f"{sender_address or 'the message'} names none of our senders")
+            mailbox = session.get(Mailbox, mailbox_id)
+            held = hold_for_sender_problem(session, mailbox, detail, self.now())
+            return Receipt("held", changed=held, lead_id=touch.lead_id if touch else None,
+                           touch_id=touch.id if touch else None,
+                           detail=f"held mailbox {mailbox.address}" if held else f"{mailbox.address} is already held")
+
+    def record(self, channel: str, kind: str, *, provider_id: str | None = None, from_address: str = "",
+               to_address: str = "", references: Sequence[str] = (), text: str = "", reason: str | None = None,
+               lead_id: int | None = None, touch_id: int | None = None, details: Mapping[str, Any] | None = None,
+               raw: Any = None) -> Receipt:
+        with self.session() as session:
+            touch = session.get(Touch, touch_id) if touch_id else _touch_by_references(session, references)
+            lead_id = lead_id or (touch.lead_id if touch else None)
+            summary = f"unmatched: {reason}" + (f" - {text}" if text else "") if reason else text
+            action = "unmatched" if reason else "recorded"
+            event = InboundEvent(
+                kind=kind, channel=channel, received_at=self.now(), lead_id=lead_id, touch_id=touch.id if touch else None,
+                mailbox_id=_mailbox_id(session, touch, to_address), message_id=(provider_id or "")[:_MESSAGE_ID_CHARS] or None,
+                summary=_storable(summary)[:1000],
+                classification={"action": action, "from": from_address, **(details or {}), "unmatched": reason},
+                raw=_raw_text(raw))
+            if reason:
+                # inbound_received is for events acted on; this one waits for a person (and may record
+                # that acting failed, perhaps in that very hook).
+                session.add(event)
+                session.flush()
+            else:
+                self._record(session, event)
+            return Receipt(action, changed=True, lead_id=lead_id, touch_id=event.touch_id, kind=kind,
+                           detail=reason or "")
+
+    def received(self, channel: str, provider_id: str | None) -> Receipt | None:
+        if not provider_id:
+            return None
+        with self.session() as session:
+            prior = session.scalars(sa.select(InboundEvent).where(
+                InboundEvent.channel == channel, InboundEvent.message_id == provider_id[:_MESSAGE_ID_CHARS])
+                .order_by(InboundEvent.id).limit(1)).first()
+            if prior is None:
+                return None
+            return Receipt("unchanged", lead_id=prior.lead_id, touch_id=prior.touch_id, kind=prior.kind,
+                           detail=f"message {provider_id} was already received")
+
+    def messages(self, channel: str, *, unmatched: bool = False, kind: str | None = None,
+                 limit: int = 50) -> list[dict[str, Any]]:
+        query = (sa.select(InboundEvent, Lead.email, Mailbox.address)
+                 .outerjoin(Lead, Lead.id == InboundEvent.lead_id).outerjoin(Mailbox, Mailbox.id == InboundEvent.mailbox_id)
+                 .where(InboundEvent.channel == channel).order_by(InboundEvent.id.desc()).limit(limit))
+        if unmatched:
+            query = query.where(sa.or_(InboundEvent.summary.startswith("unmatched: "),
+                                       InboundEvent.classification["action"].as_string() == "unmatched"))
+        if kind:
+            query = query.where(InboundEvent.kind == kind)
+        with self.session() as session:
+            return [{"id": event.id, "received_at": event.received_at, "kind": event.kind, "lead": lead,
+                     "mailbox": mailbox, "message_id": event.message_id, "summary": event.summary}
+                    for event, lead, mailbox in session.execute(query)]
+
+    # -- senders --------------------------------------------------------------------------------------
+
+    def senders(self, channel: str) -> list[SenderState]:
+        declared = self._runtime.plugins.channel(channel)
+        # An automatic channel that declares no sender kind sends from the enrollment's mailbox, as
+        # every channel did before channels declared it.
+        if declared is None or declared.sender_kind != "mailbox" and not (
+                declared.sender_kind is None and declared.automatic):
+            return []
+        with self.session() as session:
+            return [_sender_state(m) for m in session.scalars(sa.select(Mailbox).order_by(Mailbox.id))]
+
+    def find_sender(self, channel: str, address: str) -> SenderState:
+        with self.session() as session:
+            return _sender_state(find_mailbox(session, address))
+
+    def sender_state(self, sender_id: int, *, lock: bool = False) -> SenderState:
+        with self.session() as session:
+            mailbox = session.get(Mailbox, sender_id, with_for_update=lock, populate_existing=True)
+            if mailbox is None:
+                raise LookupError(f"no sender with id {sender_id}")
+            return _sender_state(mailbox)
+
+    def save_sender_state(self, sender_id: int, *, audit_detail: Mapping[str, Any] | None = None,
+                          **state: Any) -> None:
+        unknown = set(state) - set(_SENDER_COLUMNS)
+        if unknown:
+            raise ValueError(f"sender state has no field {', '.join(sorted(unknown))}; "
+                             f"the fields are {', '.join(_SENDER_COLUMNS)}")
+        with self.session() as session:
+            mailbox = session.get(Mailbox, sender_id)
+            if mailbox is None:
+                raise LookupError(f"no sender with id {sender_id}")
+            for name, value in state.items():
+                setattr(mailbox, _SENDER_COLUMNS[name], value)
+            if audit_detail is not None:
+                audit.record(session, actor=_actor(self.plugin), action="mailbox.inbound", object_type="mailbox",
+                             object_id=mailbox.id, at=self.now(), **audit_detail)
+
+    def _touch_failure(self, session: so.Session, touch: Touch | None, verdict: str, detail: str,
+                       lead_id: int | None) -> Receipt:
+        """Act on a failure of one touch: send it again (transient) or fail it (the cadence goes on)."""
+        if touch is None:
+            return Receipt("unchanged", lead_id=lead_id, detail="")
+        if verdict == "transient":
+            retried = _retry_touch(session, touch, self.now(), detail)
+            return Receipt("retrying" if retried else "unchanged", changed=retried, lead_id=touch.lead_id,
+                           touch_id=touch.id, detail=f"touch {touch.id} will be retried" if retried else "")
+        touch.status, touch.provider_status, touch.error = "failed", "failed", detail[:2000]
+        return Receipt("failed", changed=True, lead_id=touch.lead_id, touch_id=touch.id,
+                       detail=f"touch {touch.id} failed: {detail}")
 
     # -- the acts -----------------------------------------------------------------------------------
 
@@ -223,9 +431,10 @@ class PluginCore:
                     event = session.scalars(sa.select(InboundEvent).where(
                         InboundEvent.lead_id == lead.id, InboundEvent.kind == "opt_out")
                         .order_by(InboundEvent.id.desc()).limit(1)).one()
-                    event.message_id = (message["provider_id"] or "")[:300] or None
+                    event.message_id = (message["provider_id"] or "")[:_MESSAGE_ID_CHARS] or None
                     event.raw = _raw_text(message["raw"])
-                    event.classification = {**event.classification, "action": "opted_out", "text": message["text"]}
+                    event.classification = {**event.classification, "action": "opted_out", "text": message["text"],
+                                            **message.get("details", {})}
                     message = None
         if message is not None and (changed or not leads):
             self._message_event(session, "opt_out", message, leads[0] if leads else None, None, "opted_out")
@@ -260,30 +469,35 @@ class PluginCore:
         channel, text = message["channel"], message["text"]
         lead = _pick(session, leads, channel)
         if lead is None:
-            self._message_event(session, "reply", message, None, None, "unmatched")
-            return Receipt("unmatched", detail=f"no lead has the address {message['from']}")
-        touch = session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id, Touch.channel == channel)
-                                .order_by(Touch.id.desc()).limit(1)).first()
+            why = f"no lead has the address {message['from']}" + (
+                " and the message refers to none of ours" if message["references"] else "")
+            self._message_event(session, "reply", message, None, None, "unmatched", unmatched=why)
+            return Receipt("unmatched", kind="reply", detail=f"no lead has the address {message['from']}")
+        touch = message["touch"] if message["touch"] is not None and message["touch"].lead_id == lead.id else (
+            session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id, Touch.channel == channel)
+                            .order_by(Touch.id.desc()).limit(1)).first())
         plugins = self._runtime.plugins
         ended = end_on_reply(session, lead.id, replied_to=touch.enrollment_id if touch else None, now=now,
                              plugins=plugins)
         who = lead.full_name or lead.phone or lead.email
         session.add(Task(owner_id=lead.owner_id, lead_id=lead.id, touch_id=touch.id if touch else None, kind="reply",
-                         title=f"Reply received from {who} ({channel}): {text.strip()[:120]}"[:500],
+                         title=(f"Reply received from {who}: {message['subject']}" if message["subject"] else
+                                f"Reply received from {who} ({channel}): {text.strip()[:120]}")[:500],
                          instructions=text, due_at=now, priority=40, created_at=now))
         sentiment = plugins.hook.classify_reply(text=text)
         self._message_event(session, "reply", message, lead, touch, "reply", sentiment=sentiment, ended=ended)
-        return Receipt("reply", changed=True, lead_id=lead.id, touch_id=touch.id if touch else None,
-                       detail=f"ended {len(ended)} enrollment(s) as replied; opened a reply task")
+        return Receipt("reply", changed=True, lead_id=lead.id, touch_id=touch.id if touch else None, kind="reply",
+                       detail=f"ended {len(ended)} enrollment(s) as replied; opened a reply task for the owner")
 
     def _message_event(self, session: so.Session, kind: str, message: dict[str, Any], lead: Lead | None,
                        touch: Touch | None, action: str, **classification: Any) -> None:
         self._record(session, InboundEvent(
             kind=kind, channel=message["channel"], received_at=self.now(), lead_id=lead.id if lead else None,
-            touch_id=touch.id if touch else None, message_id=(message["provider_id"] or "")[:300] or None,
-            summary=message["text"][:500],
+            touch_id=touch.id if touch else None, mailbox_id=_mailbox_id(session, touch, message["to"]),
+            message_id=(message["provider_id"] or "")[:_MESSAGE_ID_CHARS] or None,
+            summary=_storable(message["text"])[:500],
             classification={"action": action, "from": message["from"], "to": message["to"],
-                            "at": message["at"].isoformat(), **classification},
+                            "at": message["at"].isoformat(), **classification, **message.get("details", {})},
             raw=_raw_text(message["raw"])))
 
     def _record(self, session: so.Session, event: InboundEvent) -> None:
@@ -305,6 +519,11 @@ class PluginCore:
             log.warning("%s: %r is not a valid %s; it matches no lead and cannot be suppressed", channel, address,
                         kind)
             return None, address.strip()
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Tell a failure worth trying again later (the database unreachable or busy) from one that would recur."""
+    return isinstance(exc, _TEMPORARY) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 def current_core(plugin: str) -> Core:
@@ -398,8 +617,106 @@ def _narrow(session: so.Session, kind: str, address: str, channel: str, note: st
 
 def _raw_text(raw: Any) -> str | None:
     """Keep a provider's payload as text (JSON for a mapping) for audit; erased with the lead."""
-    if raw is None or isinstance(raw, str):
-        return raw
+    if raw is None:
+        return None
     if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    return json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str)
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raw = json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str)
+    return _storable(raw)
+
+
+def _storable(text: str) -> str:
+    """Return text every database stores: without NUL (PostgreSQL refuses it) and lone surrogates.
+
+    Python's email package keeps undecodable header bytes as lone surrogates, which no UTF-8
+    encoder accepts.
+    """
+    return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _actor(plugin: str) -> str:
+    """Name who changed something through a plugin: the operator of a CLI command, else the plugin."""
+    import click
+
+    return audit.cli_actor() if click.get_current_context(silent=True) is not None else f"plugin:{plugin}"
+
+
+def _sender_state(mailbox: Mailbox) -> SenderState:
+    values = {name: getattr(mailbox, column) for name, column in _SENDER_COLUMNS.items()}
+    return SenderState(sender_id=mailbox.id, address=mailbox.address, **{
+        **values, "settings": dict(values["settings"] or {}), "failures": values["failures"] or 0})
+
+
+def _mailbox_id(session: so.Session, touch: Touch | None, to_address: str) -> int | None:
+    """Return which of our mailboxes a message is about: the touch's, else the one it was sent to."""
+    if touch is not None and touch.mailbox_id:
+        return touch.mailbox_id
+    address = (to_address or "").strip().lower()
+    if "@" not in address:
+        return None
+    return session.scalar(sa.select(Mailbox.id).where(sa.func.lower(Mailbox.address) == address))
+
+
+def _touch_by_references(session: so.Session, references: Sequence[str]) -> Touch | None:
+    """Find our touch by the message ids a message refers to, the first named first."""
+    references = [r for r in references if r]
+    touches: dict[str | None, Touch] = {}
+    for start in range(0, len(references), _REFERENCES_PER_QUERY):
+        chunk = references[start:start + _REFERENCES_PER_QUERY]
+        touches.update((t.message_id, t) for t in session.scalars(sa.select(Touch).where(Touch.message_id.in_(chunk))))
+    return next((touches[ref] for ref in references if ref in touches), None)
+
+
+def _match(session: so.Session, kind: str | None, address: str,
+           references: Sequence[str]) -> tuple[Touch | None, list[Lead]]:
+    """Find who a message is from: the lead of the touch it answers, else by address, else a colleague's lead."""
+    touch = _touch_by_references(session, references)
+    if touch is not None:
+        return touch, [session.get(Lead, touch.lead_id)]
+    leads = _leads(session, kind, address)
+    if not leads and kind == "email":
+        colleague = _lead_by_account(session, address)
+        leads = [colleague] if colleague is not None else []
+    return None, leads
+
+
+def _lead_by_account(session: so.Session, address: str) -> Lead | None:
+    """Match a reply from a colleague: the lead at the sender's company who is in a cadence, latest enrolled."""
+    domain = address.rpartition("@")[2].lower()
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return None
+    return session.scalar(
+        sa.select(Lead).join(Enrollment, Enrollment.lead_id == Lead.id)
+        .where(Lead.domain == domain, Enrollment.state.in_(LIVE_STATES))
+        .order_by(Enrollment.enrolled_at.desc()).limit(1))
+
+
+def _next_working_morning(back: date, lead: Lead) -> datetime:
+    """Return the start of the lead's first business day (weekends and their holidays skipped) after `back`."""
+    zones = lead.zones() or ("UTC",)
+    try:
+        calendar = LocalCalendar(Window.ALWAYS, zones[:1], lead.country)
+    except ValueError:  # a country the holidays library does not know: weekends only
+        calendar = LocalCalendar(Window.ALWAYS, zones[:1], None)
+    day = back + timedelta(days=1)
+    while not calendar.is_business_day(day):
+        day += timedelta(days=1)
+    return datetime.combine(day, time(0, 0), ZoneInfo(zones[0])).astimezone(ZoneInfo("UTC"))
+
+
+def _retry_touch(session: so.Session, touch: Touch, now: datetime, why: str) -> bool:
+    """Send a temporarily failed touch again, if its enrollment has not moved past the next step."""
+    enrollment = session.scalars(
+        sa.select(Enrollment).where(Enrollment.id == touch.enrollment_id)
+        .options(so.selectinload(Enrollment.cadence).selectinload(Cadence.steps))
+    ).one()
+    keys = [s.key for s in enrollment.cadence.steps]
+    if enrollment.state != "active" or touch.step_key not in keys:
+        return False
+    position = keys.index(touch.step_key)
+    if enrollment.step_position != position + 1:
+        return False
+    touch.status, touch.error, touch.retry_at = "pending", f"temporary failure: {why}"[:2000], now + timedelta(hours=1)
+    enrollment.step_position, enrollment.next_due_at = position, touch.retry_at
+    return True

@@ -1,4 +1,4 @@
-"""The worker: one APScheduler with a few fixed jobs; the database rows are the schedule."""
+"""The worker: one APScheduler with a few fixed jobs and the plugins' jobs; the database rows are the schedule."""
 from __future__ import annotations
 
 import fcntl
@@ -17,7 +17,6 @@ from sqlalchemy.engine import make_url
 
 from sequencer.db import is_sqlite
 from sequencer.engine import Engine
-from sequencer.imap import poll_inbound
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -70,10 +69,6 @@ def add_jobs(scheduler: BaseScheduler, runtime: Runtime, engines: list[Engine]) 
         scheduler.add_job(engine.run_until_idle, "interval", seconds=runtime.settings.engine.tick_seconds,
                           id=f"tick-{number}", max_instances=1, coalesce=True, next_run_time=runtime.now(),
                           misfire_grace_time=None)
-    # Safe on several workers: a mailbox row lock and its last-read UID keep them from reading twice.
-    scheduler.add_job(poll_inbound, "interval", args=[runtime], seconds=runtime.settings.inbound.poll_seconds,
-                      id="poll_inbound", max_instances=1, coalesce=True, next_run_time=runtime.now(),
-                      misfire_grace_time=None)
     for job in runtime.plugins.jobs():
         # APScheduler keeps wall-clock time, whatever clock --now gives the runtime: first run now.
         scheduler.add_job(run_plugin_job, "interval", args=[runtime, job], seconds=job.interval_seconds, id=job.id,
@@ -116,8 +111,8 @@ def run_worker(runtime: Runtime, *, concurrency: int = 1, batch_size: int | None
     """
     hold_sqlite_worker_lock(runtime)
     engines = make_engines(runtime, concurrency, batch_size)
-    # One thread per engine, plus one so inbound polling never waits behind a long drain, and one per plugin job.
-    threads = concurrency + 1 + len(runtime.plugins.jobs())
+    # One thread per engine, and one per plugin job so that (IMAP polling...) never waits behind a long drain.
+    threads = concurrency + len(runtime.plugins.jobs())
     scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(threads)})
     add_jobs(scheduler, runtime, engines)
 

@@ -456,8 +456,6 @@ body = "Note number 2."
 
 
 def test_reply_during_the_send_is_not_undone_by_settle(cli, runtime, clock, tmp_path, scripted) -> None:
-    from sequencer.inbound import handle_email
-
     team(cli)
     route_mailbox(runtime, scripted)
     apply(cli, tmp_path, TWO_EMAILS)
@@ -466,9 +464,8 @@ def test_reply_during_the_send_is_not_undone_by_settle(cli, runtime, clock, tmp_
 
     def lead_replies(_: bytes) -> None:
         # The lead answers an earlier thread while the worker is still talking to the SMTP server.
-        reply = b"From: ann@corp.example\r\nTo: rep@acme.example\r\nSubject: Re: hello\r\n\r\nYes, call me.\r\n"
-        with runtime.session() as s:
-            assert handle_email(s, reply, now=start, plugins=runtime.plugins).kind == "reply"
+        core = runtime.plugins.core("email")
+        assert core.inbound_message("email", "ann@corp.example", REP, "Yes, call me.", None, start).action == "reply"
 
     scripted.handler.on_data = lead_replies
     Engine(runtime).run_until_idle()

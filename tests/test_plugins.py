@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sequencer import cadences, hookimpl, hookspecs
-from sequencer.channels import Channel, OutboundTouch, SendResult, core_for
+from sequencer.channels import Channel, Health, OutboundTouch, SendResult, core_for
 from sequencer.engine import Engine
 from sequencer.models import Enrollment, InboundEvent, Lead
 from sequencer.plugins import PluginError, Plugins
@@ -76,6 +76,11 @@ class Recorder:
     @hookimpl
     def classify_reply(self, text: str) -> str | None:
         return "positive" if "pineapple" in text else None
+
+    @hookimpl
+    def check_inbound(self, sender, timeout: float):  # noqa: ANN001, ANN201
+        self._note("check_inbound", sender.address)
+        return Health(ok=True, detail="read by the recorder") if sender.settings.get("recorder") else None
 
     @hookimpl
     def touch_sent(self, touch) -> None:  # noqa: ANN001
@@ -159,7 +164,7 @@ def test_core_for_outside_a_command_or_request_says_where_it_works() -> None:
 
 
 def test_jobs_run_with_the_plugin_core_unless_the_plugin_is_disabled(runtime, recorder) -> None:
-    [job] = runtime.plugins.jobs()
+    [job] = [j for j in runtime.plugins.jobs() if j.plugin == "recorder"]
     assert (job.id, job.interval_seconds) == ("plugin:recorder:tally", 30)
     run_plugin_job(runtime, job)
     assert recorder.calls["job"] == [runtime.plugins.core("recorder")]
@@ -253,12 +258,10 @@ def test_template_and_event_hooks(cli, runtime, recorder, tmp_path, smtp_sink) -
         enrollment_id = session.scalar(sa.select(Enrollment.id))
     assert recorder.calls["enrollment_exited"] == [(enrollment_id, "completed")]
 
-    reply = (f"From: ann@x.example\r\nTo: rep@acme.example\r\nSubject: Re: ANN!\r\n"
-             f"In-Reply-To: {message['Message-ID']}\r\n\r\nI love pineapple, let's talk.\r\n").encode()
-    from sequencer.inbound import handle_email
-
-    with runtime.session() as session:
-        handle_email(session, reply, now=runtime.now(), plugins=runtime.plugins)
+    # A reply reported through the contract, as any channel plugin reports one.
+    runtime.plugins.core("recorder").inbound_message("email", "ann@x.example", "rep@acme.example",
+                                                     "I love pineapple, let's talk.", "<r1@x.example>", runtime.now(),
+                                                     references=[message["Message-ID"]])
     assert recorder.calls["inbound_received"] == ["reply"]
     with runtime.session() as session:
         event = session.scalar(sa.select(InboundEvent))

@@ -24,10 +24,10 @@ def main(ctx: click.Context, config_path: str | None, now: str | None) -> None:
 
 
 def _register_commands() -> None:
-    from sequencer.cli import (cadences, consent, db, doctor, inbound, leads, numbers, people, plugins, tasks, touches,
+    from sequencer.cli import (cadences, consent, db, doctor, leads, numbers, people, plugins, tasks, touches,
                                worker)
 
-    for module in (db, plugins, cadences, leads, consent, people, numbers, worker, tasks, touches, inbound, doctor):
+    for module in (db, plugins, cadences, leads, consent, people, numbers, worker, tasks, touches, doctor):
         module.register(main)
 
 
@@ -36,16 +36,21 @@ _register_commands()
 
 def entry() -> None:
     """Console-script entry: load plugin commands, then run with friendly errors."""
+    add_plugin_commands(_config_from_argv())
+    run_guarded(main)
+
+
+def add_plugin_commands(config_path: str | None) -> None:
+    """Add the installed plugins' commands (register_commands) to `main`, as the console script does."""
     try:
         from sequencer.config import load_settings
         from sequencer.plugins import Plugins
 
         # Plugin commands need the plugin manager, which needs settings; a broken config
         # must still let `--help` and `db upgrade` print their own errors, so this is best effort.
-        Plugins(load_settings(_config_from_argv())).hook.register_commands(cli=main)
+        Plugins(load_settings(config_path)).hook.register_commands(cli=main)
     except (ConfigError, FileNotFoundError):
         pass
-    run_guarded(main)
 
 
 def _config_from_argv() -> str | None:

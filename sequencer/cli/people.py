@@ -1,8 +1,7 @@
 """`sequencer users ...` and `sequencer mailboxes ...`: the team and the addresses it sends from."""
 from __future__ import annotations
 
-import os
-import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +17,9 @@ from sequencer.users import (
     list_users,
     release_mailbox,
 )
+
+if TYPE_CHECKING:
+    from sequencer.models import Mailbox
 
 
 def register(main: click.Group) -> None:
@@ -92,76 +94,28 @@ def mailboxes_add(state: CliState, address: str, owner_email: str, display_name:
     click.echo(f"mailbox {mailbox.address} added (daily cap {cap})")
 
 
+def _inbound_health(mailbox: Mailbox) -> str:
+    """Return "ok", "never polled", "not configured", or the last error of reading the mailbox's incoming mail."""
+    if not mailbox.inbound:
+        return "not configured"
+    if mailbox.inbound_error:
+        return mailbox.inbound_error
+    return "ok" if mailbox.inbound_checked_at else "never polled"
+
+
 @mailboxes.command("list")
 @format_option
 @pass_state
 def mailboxes_list(state: CliState, fmt: str) -> None:
     """List mailboxes: address, display name, owner, daily cap, state, hold reason, IMAP polling health."""
-    from sequencer.imap import mailbox_health
-
     rt = state.runtime()
     with rt.session() as session:
         rows = [{"address": m.address, "display_name": m.display_name, "owner": owner, "daily_cap": m.daily_cap,
                  "state": m.state, "held_reason": m.held_reason, "held_at": m.held_at,
-                 "inbound": mailbox_health(m), "inbound_failures": m.inbound_failures,
+                 "inbound": _inbound_health(m), "inbound_failures": m.inbound_failures,
                  "inbound_checked_at": m.inbound_checked_at, "inbound_retry_at": m.inbound_retry_at}
                 for m, owner in list_mailboxes(session)]
     emit(rows, fmt, ["address", "display_name", "owner", "daily_cap", "state", "held_reason", "inbound"])
-
-
-@mailboxes.command("inbound")
-@click.argument("address")
-@click.option("--host", required=True, help="IMAP server, like imap.gmail.com.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="IMAP port (default 993 for ssl, 143 for starttls and none).")
-@click.option("--security", type=click.Choice(["ssl", "starttls", "none"]), default="ssl", show_default=True,
-              help="ssl: IMAPS; starttls: plain IMAP upgraded to TLS; none: no encryption, a server on this "
-                   "machine only.")
-@click.option("--username", required=True, help="The login of the mailbox on the IMAP server.")
-@click.option("--password-env", metavar="VAR", default=None,
-              help="Read the (app) password from this environment variable where the worker runs (preferred).")
-@click.option("--password-stdin", is_flag=True,
-              help="Read the password from standard input and store it in the database.")
-@click.option("--folder", default="INBOX", show_default=True, help="The folder to read.")
-@click.option("--mark-seen", is_flag=True, help="Mark each handled message as read (default: leave it unread).")
-@click.option("--move-to", metavar="FOLDER", default=None, help="Move each handled message to this folder.")
-@click.option("--ca-file", type=click.Path(dir_okay=False), default=None,
-              help="PEM file of a CA to trust, for a server with a private or self-signed certificate.")
-@click.option("--skip-existing", is_flag=True,
-              help="Leave the messages already in the folder alone; read only mail that arrives from now on.")
-@pass_state
-def mailboxes_inbound(state: CliState, address: str, host: str, port: int | None, security: str, username: str,
-                      password_env: str | None, password_stdin: bool, folder: str, mark_seen: bool,
-                      move_to: str | None, ca_file: str | None, skip_existing: bool) -> None:
-    """Poll a mailbox over IMAP for replies and bounces (the worker's poll_inbound job)."""
-    from sequencer.imap import InboundSettingsError, configure_inbound, describe_settings
-
-    if password_env and password_stdin:
-        raise UserError("give either --password-env or --password-stdin, not both")
-    password = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    rt = state.runtime()
-    with rt.session() as session:
-        try:
-            mailbox = configure_inbound(session, address, host=host, port=port, security=security,
-                                        username=username, password=password, password_env=password_env,
-                                        folder=folder, mark_seen=mark_seen, move_to=move_to, ca_file=ca_file,
-                                        skip_existing=skip_existing)
-        except (InboundSettingsError, LookupError) as exc:
-            raise UserError(str(exc)) from None
-        shown = describe_settings(mailbox.inbound)
-        audit.record(session, actor=audit.cli_actor(), action="mailbox.inbound", object_type="mailbox",
-                     object_id=mailbox.id, at=rt.now(), **shown)
-    on_server = "marked read" if mark_seen else "left unread"
-    if move_to:
-        on_server += f" and moved to {move_to}"
-    click.echo(f"mailbox {mailbox.address} reads {shown['folder']} of {shown['username']} at "
-               f"{shown['host']}:{shown['port']} ({security}); handled messages are {on_server}")
-    if password is not None:
-        click.echo("note: the password is stored in the database; --password-env keeps it out of it")
-    elif password_env not in os.environ:
-        click.echo(f"note: {password_env} is not set here; set it where the worker runs")
 
 
 @mailboxes.command("hold")

@@ -119,7 +119,6 @@ url = "{db_url}"
 [web]
 base_url = "https://sequencer.test"
 secret_key = "{TEST_SECRET_KEY}"
-inbound_secret = "test-inbound-secret"
 
 [sending]
 {postal}
@@ -137,6 +136,7 @@ retry_base_seconds = {retry_base_seconds}
 {setting("max_attempts", max_attempts)}
 
 [plugins.email]
+inbound_secret = "test-inbound-secret"
 host = "127.0.0.1"
 port = {smtp_port}
 security = "none"
@@ -175,8 +175,9 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, now: str | None = None, input: str | None = None, expect: int | None = 0):
-        from sequencer.cli import main
+        from sequencer.cli import add_plugin_commands, main
 
+        add_plugin_commands(str(self.config_path))
         argv = ["--config", str(self.config_path)] + (["--now", now] if now else []) + list(args)
         result = self.runner.invoke(main, argv, input=input, catch_exceptions=False)
         if expect is not None:

@@ -29,10 +29,9 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.extensions[EXTENSION] = runtime
 
     # Imported here because the blueprint modules import get_runtime from this package.
-    from sequencer.web import health, hooks, overview, unsubscribe
+    from sequencer.web import health, overview, unsubscribe
 
     app.register_blueprint(health.bp)
-    app.register_blueprint(hooks.bp)
     app.register_blueprint(overview.bp)
     app.register_blueprint(unsubscribe.bp)
     runtime.plugins.hook.register_blueprints(app=app)

@@ -1,8 +1,9 @@
 """IMAP polling: read each new message of a mailbox's folder once and hand it to the inbound rules.
 
-Where the poller got to is the pair (UIDVALIDITY, last UID) on the mailbox row. Every
-message is handled and the last UID advanced in one transaction, under a lock on the
-mailbox row, so a crash between messages never reads a handled one again and two
+Runs as the plugin's `poll_inbound` job (register_jobs) and `sequencer inbound poll`. Where the
+poller got to is the pair (UIDVALIDITY, last UID) in the mailbox's sender state, kept by the
+core (Core.sender_state: epoch and position). Every message is handled and the last UID
+advanced in one transaction, under a lock on the mailbox's state, so a crash between messages never reads a handled one again and two
 workers never both act on one message. Messages are fetched with BODY.PEEK and the
 folder is opened read-only (EXAMINE), so nothing on the server changes unless the
 mailbox is configured to mark messages seen or move them.
@@ -20,14 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-import sqlalchemy.orm as so
-
-from sequencer.models import Mailbox
-from sequencer.users import find_mailbox
+from sequencer.channels import CoreUnavailable
+from sequencer_email.inbound import CHANNEL, act_once, message_id_of
 
 if TYPE_CHECKING:
-    from sequencer.runtime import Runtime
+    from sequencer.channels import Core
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +59,15 @@ class PollResult:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def configure_inbound(session: so.Session, address: str, *, host: str, username: str, port: int | None = None,
+def configure_inbound(core: Core, address: str, *, host: str, username: str, port: int | None = None,
                       security: str = "ssl", password: str | None = None, password_env: str | None = None,
                       folder: str = "INBOX", mark_seen: bool = False, move_to: str | None = None,
-                      ca_file: str | None = None, skip_existing: bool = False) -> Mailbox:
-    """Store a mailbox's IMAP settings; a different server, user or folder starts reading afresh."""
-    mailbox = find_mailbox(session, address)
+                      ca_file: str | None = None, skip_existing: bool = False) -> dict[str, Any]:
+    """Store a mailbox's IMAP settings and return them; a different server, user or folder starts reading afresh.
+
+    Raises LookupError for an address that is none of our mailboxes.
+    """
+    mailbox = core.find_sender(CHANNEL, address)
     host, username, folder = host.strip(), username.strip(), (folder or "").strip() or "INBOX"
     if not host:
         raise InboundSettingsError("--host is empty; give the IMAP server's name, like imap.example.com")
@@ -100,15 +101,14 @@ def configure_inbound(session: so.Session, address: str, *, host: str, username:
                        ("skip_existing", skip_existing or None)):
         if value:
             settings[key] = value
-    old = mailbox.inbound or {}
-    if any(old.get(k) != settings[k] for k in _POSITION_KEYS):
+    state: dict[str, Any] = {}
+    if any(mailbox.settings.get(k) != settings[k] for k in _POSITION_KEYS):
         # UIDs belong to one folder on one server: elsewhere, reading starts from the beginning.
-        mailbox.imap_uidvalidity = mailbox.imap_last_uid = None
-        mailbox.inbound_checked_at = None
+        state.update(epoch=None, position=None, checked_at=None)
     # New settings deserve an immediate try, whatever failed before.
-    mailbox.inbound_error, mailbox.inbound_failures, mailbox.inbound_retry_at = None, 0, None
-    mailbox.inbound = settings
-    return mailbox
+    core.save_sender_state(mailbox.sender_id, settings=settings, error=None, failures=0, retry_at=None, **state,
+                           audit_detail=describe_settings(settings))
+    return settings
 
 
 def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -119,44 +119,29 @@ def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def mailbox_health(mailbox: Mailbox) -> str:
-    """Return "ok", "never polled", "not configured", or the last error of the mailbox's IMAP polling."""
-    if not mailbox.inbound:
-        return "not configured"
-    if mailbox.inbound_error:
-        return mailbox.inbound_error
-    return "ok" if mailbox.inbound_checked_at else "never polled"
-
-
-def poll_inbound(runtime: Runtime, *, include_waiting: bool = False) -> list[PollResult]:
-    """Poll every mailbox with IMAP settings whose retry time has come (the scheduler's `poll_inbound` job).
+def poll_inbound(core: Core, *, include_waiting: bool = False) -> list[PollResult]:
+    """Poll every mailbox with IMAP settings whose retry time has come (the worker's `poll_inbound` job).
 
     `include_waiting` also polls mailboxes backing off after a failure (an operator asking now).
     """
-    now = runtime.now()
-    with runtime.session() as session:
-        rows = session.execute(sa.select(Mailbox.id, Mailbox.inbound, Mailbox.inbound_retry_at)
-                               .order_by(Mailbox.id)).all()
-    due = [row.id for row in rows
-           if row.inbound and (include_waiting or row.inbound_retry_at is None or row.inbound_retry_at <= now)]
+    now = core.now()
+    due = [sender.sender_id for sender in core.senders(CHANNEL)
+           if sender.settings and (include_waiting or sender.retry_at is None or sender.retry_at <= now)]
     results = []
     for mailbox_id in due:
         try:
-            results.append(poll_mailbox(runtime, mailbox_id))
+            results.append(poll_mailbox(core, mailbox_id))
         except Exception as exc:  # one broken mailbox must not stop the others
             log.exception("polling mailbox %s failed", mailbox_id)
             results.append(PollResult(errors=[f"mailbox {mailbox_id}: {type(exc).__name__}: {exc}"]))
     return results
 
 
-def poll_mailbox(runtime: Runtime, mailbox_id: int) -> PollResult:
+def poll_mailbox(core: Core, mailbox_id: int) -> PollResult:
     """Connect, read the messages that arrived since the last poll, act on each once, and record health."""
-    with runtime.session() as session:
-        mailbox = session.get(Mailbox, mailbox_id)
-        if mailbox is None:
-            raise LookupError(f"no mailbox with id {mailbox_id}")
-        result = PollResult(mailbox=mailbox.address)
-        settings = dict(mailbox.inbound or {})
+    mailbox = core.sender_state(mailbox_id)
+    result = PollResult(mailbox=mailbox.address)
+    settings = dict(mailbox.settings)
     if not settings:
         result.errors.append(f"mailbox {result.mailbox} has no IMAP settings; set them with "
                              f"`sequencer mailboxes inbound {result.mailbox} --host ...`")
@@ -166,57 +151,54 @@ def poll_mailbox(runtime: Runtime, mailbox_id: int) -> PollResult:
         conn = _open(settings)
         try:
             validity = _select(conn, settings)
-            _read_new(runtime, mailbox_id, conn, settings, validity, result, warnings)
+            _read_new(core, mailbox_id, conn, settings, validity, result, warnings)
         finally:
             _close(conn)
     except PollFailed as exc:
-        _record_failure(runtime, mailbox_id, str(exc))
+        _record_failure(core, mailbox_id, str(exc))
         result.errors.append(str(exc))
         log.warning("mailbox %s: %s", result.mailbox, exc)
         return result
     except (imaplib.IMAP4.error, OSError) as exc:
         # The connection broke after login: what was handled is committed; the rest waits.
         message = f"reading {settings.get('folder', 'INBOX')} on {_where(settings)} failed: {_text(exc)}"
-        _record_failure(runtime, mailbox_id, message)
+        _record_failure(core, mailbox_id, message)
         result.errors.append(message)
         log.warning("mailbox %s: %s", result.mailbox, message)
         return result
-    _record_success(runtime, mailbox_id, validity, "; ".join(warnings) or None)
+    _record_success(core, mailbox_id, validity, "; ".join(warnings) or None)
     result.errors += warnings
     log.info("mailbox %s: %d message(s) handled, %d already recorded", result.mailbox, result.fetched,
              result.skipped)
     return result
 
 
-def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: dict[str, Any], validity: int,
+def _read_new(core: Core, mailbox_id: int, conn: imaplib.IMAP4, settings: dict[str, Any], validity: int,
               result: PollResult, warnings: list[str]) -> None:
-    from sequencer.inbound import act_once, is_temporary, message_id_of
-
-    with runtime.session() as session:
-        mailbox = session.get(Mailbox, mailbox_id)
-        stored_validity, last_uid = mailbox.imap_uidvalidity, mailbox.imap_last_uid or 0
+    mailbox = core.sender_state(mailbox_id)
+    stored_validity, last_uid = mailbox.epoch, mailbox.position or 0
     if stored_validity != validity:
         # First poll, or the server renumbered the folder: old UIDs mean nothing now. Messages
         # already acted on are recognised by their Message-ID below.
         last_uid = 0
     uids = _search(conn, last_uid + 1)
     if stored_validity is None and settings.get("skip_existing"):
-        _advance(runtime, mailbox_id, validity, max(uids, default=0))
+        _advance(core, mailbox_id, validity, max(uids, default=0))
         return
     for uid in uids[:MAX_PER_POLL]:
         raw = _fetch(conn, uid)
         try:
-            with runtime.session() as session:
-                # The row lock makes concurrent pollers of one mailbox take turns; the loser sees the UID done.
-                mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
-                done = (mailbox.imap_last_uid or 0) if mailbox.imap_uidvalidity == validity else 0
+            with core.session():
+                # The lock makes concurrent pollers of one mailbox take turns; the loser sees the UID done.
+                mailbox = core.sender_state(mailbox_id, lock=True)
+                done = (mailbox.position or 0) if mailbox.epoch == validity else 0
                 if uid <= done:
                     continue
                 if raw is None:
                     row = {"uid": uid, "kind": None, "note": "gone from the server before it was read"}
                 else:
                     # Never raises for what the message says: one that cannot be acted on is recorded as such.
-                    handled = act_once(runtime, session, raw)
+                    handled = act_once(core, raw)
                     row = {"uid": uid, "kind": handled.kind, "lead_id": handled.lead_id,
                            "message_id": message_id_of(raw), "actions": handled.actions}
                     if handled.duplicate:
@@ -226,18 +208,19 @@ def _read_new(runtime: Runtime, mailbox_id: int, conn: imaplib.IMAP4, settings: 
                         result.fetched += 1
                     if handled.unmatched:
                         row["unmatched"] = handled.unmatched
-                mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, uid
+                core.save_sender_state(mailbox_id, epoch=validity, position=uid)
         except Exception as exc:
             folder = settings.get("folder", "INBOX")
-            if is_temporary(exc):
+            if isinstance(exc, CoreUnavailable):
                 # Nothing was committed: the UID stays unread and the poll is tried again after a backoff.
                 log.warning("mailbox %s: message UID %s could not be handled: %s", result.mailbox, uid, exc)
-                why = f"{type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+                cause = exc.__cause__ or exc  # the database's own error, which CoreUnavailable wraps
+                why = f"{type(cause).__name__}: {getattr(cause, 'orig', cause)}"
                 raise PollFailed(f"message UID {uid} in {folder} could not be handled ({why}); "
                                  "it will be tried again") from exc
             # Even recording failed, and would fail again: pass the message over so the mail behind it is read.
             log.exception("mailbox %s: message UID %s could not be recorded", result.mailbox, uid)
-            _advance(runtime, mailbox_id, validity, uid)
+            _advance(core, mailbox_id, validity, uid)
             problem = (f"message UID {uid} in {folder} could not be recorded ({type(exc).__name__}: {exc}); "
                        "passed over, read it on the server")
             warnings.append(problem)
@@ -382,32 +365,31 @@ def _move(conn: imaplib.IMAP4, uid: int, folder: str) -> str | None:
     return None
 
 
-def _advance(runtime: Runtime, mailbox_id: int, validity: int, uid: int) -> None:
-    with runtime.session() as session:
-        mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
-        if mailbox.imap_uidvalidity == validity and (mailbox.imap_last_uid or 0) >= uid:
+def _advance(core: Core, mailbox_id: int, validity: int, uid: int) -> None:
+    with core.session():
+        mailbox = core.sender_state(mailbox_id, lock=True)
+        if mailbox.epoch == validity and (mailbox.position or 0) >= uid:
             return  # another poller got further meanwhile
-        mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, uid
+        core.save_sender_state(mailbox_id, epoch=validity, position=uid)
 
 
-def _record_success(runtime: Runtime, mailbox_id: int, validity: int, warning: str | None) -> None:
-    with runtime.session() as session:
-        mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
-        if mailbox.imap_uidvalidity != validity:
+def _record_success(core: Core, mailbox_id: int, validity: int, warning: str | None) -> None:
+    with core.session():
+        mailbox = core.sender_state(mailbox_id, lock=True)
+        position = {}
+        if mailbox.epoch != validity:
             # Nothing was read under the new UIDVALIDITY (an empty folder): start it from the beginning.
-            mailbox.imap_uidvalidity, mailbox.imap_last_uid = validity, 0
-        mailbox.inbound_checked_at = runtime.now()
-        mailbox.inbound_error, mailbox.inbound_failures, mailbox.inbound_retry_at = warning, 0, None
+            position = {"epoch": validity, "position": 0}
+        core.save_sender_state(mailbox_id, checked_at=core.now(), error=warning, failures=0, retry_at=None,
+                               **position)
 
 
-def _record_failure(runtime: Runtime, mailbox_id: int, message: str) -> None:
-    now = runtime.now()
-    with runtime.session() as session:
-        mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
-        mailbox.inbound_failures = (mailbox.inbound_failures or 0) + 1
-        mailbox.inbound_error = message[:2000]
-        mailbox.inbound_checked_at = now
-        mailbox.inbound_retry_at = now + backoff(mailbox.inbound_failures)
+def _record_failure(core: Core, mailbox_id: int, message: str) -> None:
+    now = core.now()
+    with core.session():
+        failures = core.sender_state(mailbox_id, lock=True).failures + 1
+        core.save_sender_state(mailbox_id, failures=failures, error=message[:2000], checked_at=now,
+                               retry_at=now + backoff(failures))
 
 
 def backoff(failures: int) -> timedelta:

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from sequencer import hookimpl, suppressions
-from sequencer import inbound as inbound_module
-from sequencer.inbound import act_once
 from sequencer.models import Enrollment, InboundEvent, Lead, Suppression, Task, Touch
 from sequencer.testing import Cli, write_config
+from sequencer_email import inbound as inbound_module
+from sequencer_email.inbound import act_once
 from sequencer.testing.world import (
     ALWAYS_OPEN,
     REP,
@@ -117,7 +117,8 @@ def test_reply_is_matched(cli, world, runtime, tmp_path, smtp_sink, how) -> None
         event = s.scalar(sa.select(InboundEvent))
     assert (result["kind"], result["lead_id"]) == ("reply", ann.id)
     assert event.lead_id == ann.id
-    assert event.touch_id == (None if how == "sender" else touch_of(runtime, "ann@corp.example").id)
+    # Matched by the sender, a reply is taken for an answer to the lead's last email, as on every channel.
+    assert event.touch_id == touch_of(runtime, "ann@corp.example").id
     assert states(runtime)[("ann@corp.example", "main")] == "replied"
     assert states(runtime)[("zed@other.example", "main")] == "active"
     assert [email for email, _ in reply_tasks(runtime)] == ["ann@corp.example"]
@@ -424,7 +425,7 @@ def test_notification_is_for_a_person_never_a_reply(cli, world, runtime, tmp_pat
     notice = reply(sender="Postmaster <postmaster@corp.example>", subject="Mail loop detected",
                    body="A mail loop was detected for a message you sent.", in_reply_to=ours,
                    headers={"Auto-Submitted": "auto-generated"})
-    # Recognising a notification is mailreading's part (tests/test_mailreading.py): here the reading
+    # Recognising a notification is the reading's part (test_mailreading.py): here the reading
     # is given, and only what is done with it is under test.
     real_read = inbound_module.read_message
     monkeypatch.setattr(inbound_module, "read_message",
@@ -477,18 +478,19 @@ def test_acting_that_fails_is_undone_and_recorded(cli, world, runtime, tmp_path,
     start(cli, tmp_path)
     raw = reply(sender="ann@corp.example", body="Yes, let's talk.",
                 in_reply_to=sent_to(smtp_sink, "ann@corp.example")["Message-ID"])
+    core = runtime.plugins.core("email")
     runtime.plugins.add_plugin(BrokenPlugin(), "broken")
     try:
-        with runtime.session() as s:
-            result = act_once(runtime, s, raw)
+        with core.session():
+            result = act_once(core, raw)
     finally:
         runtime.plugins.remove_plugin("broken")
     assert result.kind == "unknown"
     assert result.unmatched == "acting on it failed (RuntimeError: plugin bug); a person must read it and act"
     assert [kind for kind, _, _ in unmatched_events(runtime)] == ["unknown"]
     nothing_changed(runtime)  # the reply's half-done work (its task, the enrollment's end) is undone
-    with runtime.session() as s:
-        assert act_once(runtime, s, raw).duplicate  # recorded: a redelivery is not acted on again
+    with core.session():
+        assert act_once(core, raw).duplicate  # recorded: a redelivery is not acted on again
 
 
 def test_database_down_is_a_temporary_failure(cli, tmp_path, smtp_sink) -> None:

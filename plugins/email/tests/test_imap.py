@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sequencer.imap import backoff, poll_inbound, poll_mailbox
 from sequencer.models import AuditEntry, Enrollment, InboundEvent, Lead, Mailbox, Task
 from sequencer.runtime import Runtime
 from sequencer.testing import unavailable
 from sequencer.testing.dovecot import PASSWORD, Dovecot, DovecotUnavailable
 from sequencer.testing.world import REP, apply, enroll_csv, team
-from tests.test_inbound import arf_naming_nobody
+from sequencer_email import inbound as inbound_module
+from sequencer_email.imap import backoff, poll_inbound, poll_mailbox
+from test_inbound import arf_naming_nobody
 
 LEAD = "nina@ny.example"
 NOW = "2026-03-02T14:00:00Z"  # the `clock` fixture: Monday 09:00 in New York
@@ -143,7 +144,7 @@ def test_a_reply_is_picked_up_once_and_left_unread(runtime, settings, clock, dov
     message = reply_to(sent)
     uid = dovecot.append(imap_user, message)
 
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.mailbox, result.fetched, result.skipped, result.errors) == (REP, 1, 0, [])
     assert result.messages[0]["kind"] == "reply"
     assert state_of_lead(runtime) == "replied"
@@ -154,14 +155,14 @@ def test_a_reply_is_picked_up_once_and_left_unread(runtime, settings, clock, dov
     assert (box.inbound_error, box.inbound_failures, box.inbound_checked_at) == (None, 0, clock.now())
 
     # Polling again, from a restarted poller, and after a restart of the server: nothing is read twice.
-    assert poll_inbound(runtime)[0].fetched == 0
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 0
     restarted = Runtime(settings, clock)
     try:
-        assert poll_inbound(restarted)[0].fetched == 0
+        assert poll_inbound(restarted.plugins.core("email"))[0].fetched == 0
         dovecot.restart()
-        assert poll_inbound(restarted)[0].fetched == 0
+        assert poll_inbound(restarted.plugins.core("email"))[0].fetched == 0
         later = dovecot.append(imap_user, other_mail())
-        (result,) = poll_inbound(restarted)
+        (result,) = poll_inbound(restarted.plugins.core("email"))
         assert (result.fetched, [m["uid"] for m in result.messages]) == (1, [later])
     finally:
         restarted.dispose()
@@ -173,27 +174,27 @@ def test_a_reply_is_picked_up_once_and_left_unread(runtime, settings, clock, dov
 def test_uidvalidity_change_rereads_without_acting_twice(runtime, dovecot, imap_user, sent) -> None:
     first = reply_to(sent)
     dovecot.append(imap_user, first)
-    assert poll_inbound(runtime)[0].fetched == 1
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 1
     before = dovecot.uidvalidity(imap_user)
 
     dovecot.change_uidvalidity(imap_user)
     new = dovecot.append(imap_user, other_mail())
     assert dovecot.uidvalidity(imap_user) != before
 
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.fetched, result.skipped, result.errors) == (1, 1, [])
     assert [m["note"] for m in result.messages if "note" in m] == ["already recorded; not acted on again"]
     assert [kind for kind, _ in recorded(runtime)] == ["reply", "reply"]
     assert reply_tasks(runtime) == 1
     box = mailbox(runtime)
     assert (box.imap_uidvalidity, box.imap_last_uid) == (dovecot.uidvalidity(imap_user), new)
-    assert poll_inbound(runtime)[0].fetched == 0
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 0
 
 
 def test_mark_seen_marks_handled_messages_read(runtime, cli, dovecot, imap_user, sent) -> None:
     configure(cli, dovecot, imap_user, "--mark-seen")
     uid = dovecot.append(imap_user, reply_to(sent))
-    assert poll_inbound(runtime)[0].fetched == 1
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 1
     assert "\\Seen" in dovecot.flags(imap_user)[uid]
 
 
@@ -201,7 +202,7 @@ def test_move_to_moves_handled_messages(runtime, cli, dovecot, imap_user, sent) 
     configure(cli, dovecot, imap_user, "--move-to", "Sequencer/Done")
     dovecot.append(imap_user, reply_to(sent))
     dovecot.append(imap_user, other_mail())
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.fetched, result.errors) == (2, [])
     assert dovecot.flags(imap_user) == {}
     moved = dovecot.flags(imap_user, "Sequencer/Done")
@@ -212,10 +213,10 @@ def test_move_to_moves_handled_messages(runtime, cli, dovecot, imap_user, sent) 
 def test_skip_existing_reads_only_new_mail(runtime, cli, dovecot, imap_user, sent) -> None:
     dovecot.append(imap_user, reply_to(sent))
     configure(cli, dovecot, imap_user, "--skip-existing")
-    assert poll_inbound(runtime)[0].fetched == 0
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 0
     assert state_of_lead(runtime) == "active"
     dovecot.append(imap_user, other_mail())
-    assert poll_inbound(runtime)[0].fetched == 1
+    assert poll_inbound(runtime.plugins.core("email"))[0].fetched == 1
 
 
 def test_wrong_password_backs_off(runtime, cli, clock, private_dovecot, sent, monkeypatch) -> None:
@@ -223,7 +224,7 @@ def test_wrong_password_backs_off(runtime, cli, clock, private_dovecot, sent, mo
     monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
     configure(cli, private_dovecot, user)
 
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert result.fetched == 0 and "login failed for " + user in result.errors[0]
     box = mailbox(runtime)
     assert "AUTHENTICATIONFAILED" in box.inbound_error
@@ -235,12 +236,12 @@ def test_wrong_password_backs_off(runtime, cli, clock, private_dovecot, sent, mo
 
     # Not again before the retry time: no tight loop against the server.
     clock.advance(timedelta(seconds=59))
-    assert poll_inbound(runtime) == []
+    assert poll_inbound(runtime.plugins.core("email")) == []
     assert mailbox(runtime).inbound_failures == 1
     assert private_dovecot.login_failures(user) == 1
 
     clock.advance(timedelta(seconds=1))
-    assert poll_inbound(runtime)[0].errors
+    assert poll_inbound(runtime.plugins.core("email"))[0].errors
     box = mailbox(runtime)
     assert (box.inbound_failures, box.inbound_retry_at) == (2, clock.now() + timedelta(minutes=2))
     assert private_dovecot.login_failures(user) == 2
@@ -248,7 +249,7 @@ def test_wrong_password_backs_off(runtime, cli, clock, private_dovecot, sent, mo
     # Fixed: the next poll succeeds and the mailbox is healthy again.
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     clock.advance(timedelta(minutes=2))
-    assert poll_inbound(runtime)[0].errors == []
+    assert poll_inbound(runtime.plugins.core("email"))[0].errors == []
     box = mailbox(runtime)
     assert (box.inbound_error, box.inbound_failures, box.inbound_retry_at) == (None, 0, None)
     assert json.loads(cli("mailboxes", "list", "--format", "json").output)[0]["inbound"] == "ok"
@@ -260,7 +261,7 @@ def test_unreachable_server_is_an_error_not_a_crash(runtime, cli, clock, sent, m
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     cli("mailboxes", "inbound", REP, "--host", "127.0.0.1", "--port", str(free_port()), "--security", "none",
         "--username", "u", "--password-env", PASSWORD_ENV)
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert result.errors[0].startswith("cannot connect to 127.0.0.1:")
     assert mailbox(runtime).inbound_retry_at == clock.now() + timedelta(minutes=1)
 
@@ -268,7 +269,7 @@ def test_unreachable_server_is_an_error_not_a_crash(runtime, cli, clock, sent, m
 def test_missing_password_variable_is_reported(runtime, cli, dovecot, sent, monkeypatch) -> None:
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     configure(cli, dovecot, dovecot.add_user())
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert f"environment variable {PASSWORD_ENV}, which is not set" in result.errors[0]
     assert mailbox(runtime).inbound_failures == 1
 
@@ -278,11 +279,11 @@ def test_tls_with_the_servers_certificate(runtime, cli, dovecot, imap_user, sent
     port = dovecot.ssl_port if security == "ssl" else dovecot.port
     configure(cli, dovecot, imap_user, port=port, security=security)
     dovecot.append(imap_user, reply_to(sent))
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert "CERTIFICATE_VERIFY_FAILED" in result.errors[0]  # an unknown certificate is never trusted
 
     configure(cli, dovecot, imap_user, "--ca-file", str(dovecot.cert), port=port, security=security)
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.fetched, result.errors) == (1, [])
     assert state_of_lead(runtime) == "replied"
     logins = [line for line in dovecot.log.read_text().splitlines() if f"Login: user=<{imap_user}>" in line]
@@ -338,8 +339,8 @@ def test_inbound_settings_errors(cli, sent, args, error) -> None:
 
 
 def test_poll_mailbox_of_an_unknown_id(runtime) -> None:
-    with pytest.raises(LookupError, match="no mailbox with id 999"):
-        poll_mailbox(runtime, 999)
+    with pytest.raises(LookupError, match="no sender with id 999"):
+        poll_mailbox(runtime.plugins.core("email"), 999)
 
 
 def test_backoff_doubles_up_to_an_hour() -> None:
@@ -349,7 +350,7 @@ def test_backoff_doubles_up_to_an_hour() -> None:
 def test_a_message_that_cannot_be_acted_on_does_not_stop_the_poller(runtime, dovecot, imap_user, sent) -> None:
     complaint_uid = dovecot.append(imap_user, arf_naming_nobody())
     reply_uid = dovecot.append(imap_user, reply_to(sent))
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.fetched, result.errors) == (2, [])
     assert [(m["uid"], m["kind"], m.get("unmatched")) for m in result.messages] == [
         (complaint_uid, "complaint", "the complaint names no recipient"), (reply_uid, "reply", None)]
@@ -358,19 +359,17 @@ def test_a_message_that_cannot_be_acted_on_does_not_stop_the_poller(runtime, dov
 
 
 def test_acting_that_fails_for_good_moves_on(runtime, dovecot, imap_user, sent, monkeypatch) -> None:
-    import sequencer.inbound
+    real_handle = inbound_module.handle_email
 
-    real_handle = sequencer.inbound.handle_email
-
-    def handle_failing_on_the_colleague(session, raw, **kwargs):
+    def handle_failing_on_the_colleague(core, raw):
         if b"Lunch at noon?" in raw:
             raise ValueError("a value the database refuses")
-        return real_handle(session, raw, **kwargs)
+        return real_handle(core, raw)
 
-    monkeypatch.setattr(sequencer.inbound, "handle_email", handle_failing_on_the_colleague)
+    monkeypatch.setattr(inbound_module, "handle_email", handle_failing_on_the_colleague)
     dovecot.append(imap_user, other_mail())
     reply_uid = dovecot.append(imap_user, reply_to(sent))
-    (result,) = poll_inbound(runtime)
+    (result,) = poll_inbound(runtime.plugins.core("email"))
     assert (result.fetched, result.errors) == (2, [])
     assert [m["kind"] for m in result.messages] == ["unknown", "reply"]
     assert result.messages[0]["unmatched"].startswith("acting on it failed (ValueError: a value the database refuses)")
@@ -380,15 +379,13 @@ def test_acting_that_fails_for_good_moves_on(runtime, dovecot, imap_user, sent, 
 
 def test_database_failure_keeps_the_message_for_the_next_poll(runtime, dovecot, imap_user, sent,
                                                               monkeypatch) -> None:
-    import sequencer.inbound
-
     def database_down(*args, **kwargs):
         raise sa.exc.OperationalError("INSERT INTO inbound_events ...", {}, Exception("server closed the connection"))
 
     with monkeypatch.context() as patch:
-        patch.setattr(sequencer.inbound, "handle_email", database_down)
+        patch.setattr(inbound_module, "handle_email", database_down)
         uid = dovecot.append(imap_user, reply_to(sent))
-        (result,) = poll_inbound(runtime)
+        (result,) = poll_inbound(runtime.plugins.core("email"))
     assert result.fetched == 0
     assert result.errors == [f"message UID {uid} in INBOX could not be handled (OperationalError: "
                              "server closed the connection); it will be tried again"]
@@ -396,7 +393,7 @@ def test_database_failure_keeps_the_message_for_the_next_poll(runtime, dovecot, 
     assert (box.imap_last_uid, box.inbound_failures) == (None, 1)
     assert recorded(runtime) == []
 
-    (result,) = poll_inbound(runtime, include_waiting=True)  # the database is back
+    (result,) = poll_inbound(runtime.plugins.core("email"), include_waiting=True)  # the database is back
     assert (result.fetched, result.errors) == (1, [])
     assert state_of_lead(runtime) == "replied"
     assert mailbox(runtime).imap_last_uid == uid

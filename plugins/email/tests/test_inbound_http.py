@@ -5,11 +5,13 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from sequencer.config import load_settings
 from sequencer.models import Enrollment, InboundEvent
+from sequencer.runtime import Runtime
 from sequencer.web import create_app
-from sequencer.web import hooks
 from sequencer.testing import world
-from tests.test_inbound import arf_naming_nobody
+from sequencer_email import webhook as hooks
+from test_inbound import arf_naming_nobody
 from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
 
 URL = "/hooks/email/inbound"
@@ -60,11 +62,34 @@ def test_bad_or_missing_secret_is_refused_and_nothing_recorded(client, runtime, 
 
 
 def test_endpoint_is_off_without_a_secret(runtime, lead_id) -> None:
-    runtime.settings.web.inbound_secret = None
+    runtime.settings.plugins["email"].pop("inbound_secret")
     client = create_app(runtime, test_config={"TESTING": True}).test_client()
     response = client.post(URL, data=reply(), headers={"Authorization": f"Bearer {SECRET}"})
     assert response.status_code == 404
     assert events(runtime) == []
+
+
+@pytest.mark.parametrize("table", ["plugins.email", "web"])
+def test_secret_is_read_from_the_plugin_table_and_from_the_old_web_key(runtime, lead_id, clock, tmp_path,
+                                                                      table) -> None:
+    text = runtime.settings.path.read_text(encoding="utf-8").replace(f'inbound_secret = "{SECRET}"\n', "")
+    text = text.replace(f"[{table}]\n", f'[{table}]\ninbound_secret = "moved-secret"\n', 1)
+    config = tmp_path / f"{table}.toml"
+    config.write_text(text, encoding="utf-8")
+    if table == "web":
+        with pytest.warns(DeprecationWarning, match=r"\[web\] inbound_secret is deprecated; move it to "
+                                                    r"\[plugins.email\] inbound_secret"):
+            settings = load_settings(config)
+    else:
+        settings = load_settings(config)
+    moved = Runtime(settings, clock)
+    try:
+        client = create_app(moved, test_config={"TESTING": True}).test_client()
+        assert client.post(URL, data=reply(), headers={"X-Sequencer-Secret": SECRET}).status_code == 403
+        response = client.post(URL, data=reply(), headers={"X-Sequencer-Secret": "moved-secret"})
+        assert response.status_code == 200 and response.json["lead_id"] == lead_id
+    finally:
+        moved.dispose()
 
 
 def test_empty_body_is_a_bad_request(client, runtime) -> None:

@@ -1,7 +1,7 @@
 """/hooks/email/inbound: inbound mail over HTTP, for providers that forward mail to a URL.
 
 The body is the raw RFC 5322 message. The caller proves itself with the shared secret
-`[web] inbound_secret`, as `Authorization: Bearer SECRET` or `X-Sequencer-Secret: SECRET`;
+`[plugins.email] inbound_secret` (the old `[web] inbound_secret` is still read), as `Authorization: Bearer SECRET` or `X-Sequencer-Secret: SECRET`;
 no cookie is involved, so CSRF protection does not apply (and must stay off here). Without
 a configured secret the endpoint does not exist (404).
 """
@@ -12,21 +12,21 @@ import hmac
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from sequencer.web import get_runtime
+from sequencer.channels import CoreUnavailable, core_for
 
-bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+bp = Blueprint("email_hooks", __name__, url_prefix="/hooks/email")
 
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # the largest message common mail providers accept
 RETRY_AFTER_SECONDS = 60  # asked of the provider while the database is unavailable
 
 
-@bp.post("/email/inbound")
+@bp.post("/inbound")
 def email_inbound() -> ResponseReturnValue:
     """Act on one inbound message; answer with how it was read and what was done."""
-    from sequencer.inbound import InboundUnavailable, receive_email
+    from sequencer_email.inbound import receive_email
 
-    runtime = get_runtime()
-    secret = runtime.settings.web.inbound_secret
+    core = core_for("email")
+    secret = core.settings.get("inbound_secret")
     if not secret:
         abort(404)
     if not _secret_matches(secret, _given_secret()):
@@ -40,8 +40,8 @@ def email_inbound() -> ResponseReturnValue:
         return jsonify(error="the body is empty; send the raw RFC 5322 message as the request body"), 400
     try:
         # Providers retry a delivery they think failed: the same message is acted on once.
-        result = receive_email(runtime, raw)
-    except InboundUnavailable as exc:
+        result = receive_email(core, raw)
+    except CoreUnavailable as exc:
         # Providers retry on a 5xx; a message that cannot be acted on gets its 200, or they would retry it forever.
         return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return jsonify(result.as_json())
