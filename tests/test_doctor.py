@@ -22,7 +22,7 @@ from sequencer import users
 from sequencer.doctor import Check, check_base_url, check_secret_key, run_checks
 from sequencer.models import Mailbox
 from sequencer.testing import Cli, write_config
-from tests.test_email_channel import CountingHandler, closed_port, smtp_server
+from sequencer.testing.smtp import CountingHandler, closed_port, smtp_server
 
 SPF = "v=spf1 ip4:192.0.2.10 -all"
 DMARC = "v=DMARC1; p=reject; rua=mailto:dmarc@example.com"

@@ -2,35 +2,21 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from sequencer.channels import ChannelContext, OutboundTouch, Sender
 from sequencer.mailsink import MailSink, SinkHandler
+from sequencer.testing.smtp import CountingHandler, closed_port, smtp_server
 from sequencer.plugins import Plugins
 from sequencer_email import EmailChannel
 from sequencer_email.refusals import sender_cause
 
 POSTAL = "Sequencer Test Co, 1 Test Street, Testville"
 UNSUBSCRIBE = "https://sequencer.test/u/" + "t0k3n" * 24  # longer than a header line: must not be folded
-
-
-@dataclass
-class CountingHandler(SinkHandler):
-    """A sink that counts SMTP sessions (one EHLO each)."""
-
-    connections: int = 0
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001 - aiosmtpd API
-        self.connections += 1
-        session.host_name = hostname
-        return responses
 
 
 @dataclass
@@ -101,24 +87,6 @@ class RefuseAtHandler(CountingHandler):
         if self.stage == "message":
             return self.reply
         return await super().handle_DATA(server, session, envelope)
-
-
-@contextmanager
-def smtp_server(handler: SinkHandler, **controller_options: Any) -> Iterator[MailSink]:
-    """Run handler on a loopback port, with extra aiosmtpd options (authentication) when given."""
-    sink = MailSink(handler=handler)
-    if controller_options:
-        sink.controller.loop.close()  # the default controller never started; replace it
-        sink.controller = Controller(handler, hostname=sink.host, port=sink.port, decode_data=False, **controller_options)
-    with sink:
-        yield sink
-
-
-def closed_port() -> int:
-    """Return a loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_channel(port: int, *, postal_address: str | None = POSTAL, **settings: Any) -> EmailChannel:

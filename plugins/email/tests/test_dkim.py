@@ -18,7 +18,8 @@ from sequencer.mailsink import MailSink
 from sequencer.plugins import Plugins
 from sequencer_email import EmailChannel
 from sequencer.testing import write_config
-from tests.test_email_channel import POSTAL, UNSUBSCRIBE, closed_port, make_channel, make_touch, prepared
+from sequencer.testing.smtp import closed_port
+from test_email_channel import POSTAL, UNSUBSCRIBE, make_channel, make_touch, prepared
 
 SELECTOR = "seq2026"
 
