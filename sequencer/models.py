@@ -98,7 +98,21 @@ class User(Base):
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(300))
     timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC")
     phone: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    locale: so.Mapped[str] = so.mapped_column(sa.String(5), default="en")  # en | ru
+    # A deactivated user keeps their history (tasks, audit) but cannot sign in.
+    active: so.Mapped[bool] = so.mapped_column(default=True)
     created_at: so.Mapped[datetime]
+
+
+class LoginFailure(Base):
+    """One wrong password for an address; counted in the database so every web worker agrees on the limit."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (sa.Index("ix_login_failures_email_failed_at", "email", "failed_at"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # Lower-cased as typed, whether or not such a user exists, so a guesser is limited either way.
+    email: so.Mapped[str] = so.mapped_column(sa.String(320))
+    failed_at: so.Mapped[datetime]
 
 
 class Mailbox(Base):
