@@ -251,10 +251,19 @@ def core_for(plugin: str) -> Core:
 
 @dataclass
 class Sender:
+    """What a touch goes out from, as its channel's `sender_kind` declares it.
+
+    "mailbox": the enrollment's mailbox (address, display name, signature, its own transport
+    settings). "number": the lead owner's phone as `address` ("" when none) and their user id;
+    the plugin chooses the number it sends from.
+    """
+
     address: str
     display_name: str = ""
     signature: str = ""
     transport: Mapping[str, Any] = field(default_factory=dict)
+    # The user the sender belongs to (the mailbox's owner, the lead's owner), when there is one.
+    owner_id: int | None = None
 
 
 @dataclass
@@ -271,11 +280,21 @@ class OutboundTouch:
     subject: str | None
     text: str
     html: str | None
-    message_id: str | None = None  # assigned by the engine and committed before the send
+    # The message's own id, when its channel gives one (email's Message-ID): assigned by the
+    # channel's prepare() and committed with the touch before the send, so a resend after a crash
+    # carries the same id; kept from the earlier attempt on a retry.
+    message_id: str | None = None
     in_reply_to: str | None = None
     references: str | None = None
     unsubscribe_url: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The conversation a `thread = true` step continues, as the enrollment's accepted sends left it:
+    # the message_id of the last one, every one of them (space-separated, oldest first), and the
+    # subject of the first. None when the step does not continue a thread or nothing went yet.
+    # A channel that threads maps them in prepare() (email: In-Reply-To, References, "Re:").
+    thread_id: str | None = None
+    thread_references: str | None = None
+    thread_subject: str | None = None
 
 
 @dataclass

@@ -2,9 +2,12 @@
 
 A batch goes through short transactions:
 1. claim: lease a batch of due enrollments (FOR UPDATE SKIP LOCKED on PostgreSQL);
-2. plan: check exits, suppressions, windows, channels and throttles; render; open tasks,
-   defer, pause or end what does not send now; write each touch to send as `pending` with
-   its Message-ID, its enrollment still leased;
+2. plan: load the batch, decide each enrollment with one pure function (sequencer.decide:
+   exits, suppressions, address, window, contact hours, consent, channel, throttles, then the
+   step), then write the decisions: render and let the channel prepare each touch to send
+   (it assigns what must be committed before the send, such as an email's Message-ID), open
+   tasks, defer, pause or end the rest; each touch to send is written `pending`, its
+   enrollment still leased;
 then, in groups of `[engine] max_in_flight` touches, one group after the other:
 3. arm: check the group's enrollments again (ended? mailbox held meanwhile?) and commit its
    touches as `sending`, so a crash after this point can never lead to a second send of the
@@ -22,6 +25,14 @@ A refusal that blames our side (`SendResult.sender_problem`: authentication, blo
 limiting) holds the touch's mailbox and alerts every admin; the touch goes back to `pending`
 without using an attempt and the enrollment waits as `mailbox_held` until
 `sequencer mailboxes release` resumes it.
+
+A provider's "slow down" (`SendResult.defer_until`: HTTP 429, a number's rate) says nothing
+about the lead either: the touch goes back to `pending` and the enrollment is due again at that
+instant, moved into its window (and contact hours). The attempt's row is removed, as for a held
+mailbox, so the attempt is not counted: the next one takes the same number.
+
+Everything that differs between channels comes from the step's channel declaration
+(`Channel.address_kind`, `sender_kind`, `task_kind`...): this module names no channel.
 """
 from __future__ import annotations
 
@@ -34,7 +45,6 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -43,10 +53,41 @@ import sqlalchemy.orm as so
 from sequencer import cadences, suppressions
 from sequencer.calendar import LocalCalendar, NoOpening, Wait
 from sequencer.channels import OutboundTouch, Sender, SendResult, SentTouch
+from sequencer.clock import iso_z
 from sequencer.db import is_sqlite
+from sequencer.decide import (
+    ADDRESS_FIELDS,
+    COUNTED,
+    Counts,
+    Defer,
+    Exit,
+    Facts,
+    Limits,
+    OpenTask,
+    Pause,
+    Repair,
+    Rules,
+    Skip,
+    decide_all,
+    facts_for,
+    lead_address,
+    opening,
+)
 from sequencer.exits import end_enrollments, end_for_lead
 from sequencer.messages import add_text_footer, choose_variant, render_step, template_context
-from sequencer.models import Cadence, Enrollment, Lead, Mailbox, Step, Task, Touch, TouchAttempt, User
+from sequencer.models import (
+    Cadence,
+    Enrollment,
+    EnrollmentState,
+    Lead,
+    Mailbox,
+    Step,
+    Task,
+    Touch,
+    TouchAttempt,
+    TouchStatus,
+    User,
+)
 from sequencer.rendering import TemplateProblem
 from sequencer.users import hold_for_sender_problem
 
@@ -56,9 +97,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TASK_KIND = {"voice": "call", "email": "email", "sms": "sms", "task": "task"}
-# Touches that count towards throttles: anything that reached (or may have reached) the lead.
-COUNTED = ("sending", "sent", "delivered", "unknown", "completed", "pending")
 
 
 @dataclass
@@ -85,6 +123,22 @@ class _Planned:
     touch_id: int
     attempt: int
     outbound: OutboundTouch
+    # Sent from the enrollment's mailbox (the channel's sender_kind): a hold of the mailbox stops it.
+    from_mailbox: bool
+
+
+@dataclass
+class _Batch:
+    """What plan() loaded for a batch: its rows, and each enrollment's facts for the decision."""
+
+    enrollments: list[Enrollment]
+    steps: dict[int, Step | None]
+    owners: dict[int, User]
+    existing: dict[tuple[int, str], Touch]
+    attempts: dict[int, int]
+    facts: dict[int, Facts]
+    counts: Counts
+    limits: Limits
 
 
 @dataclass
@@ -132,6 +186,7 @@ class Engine:
         if self.max_in_flight < 1:
             raise ValueError(f"[engine] max_in_flight is {self.max_in_flight}; set it to 1 or more in "
                              f"{runtime.settings.path}")
+        self.contact_hours = runtime.settings.contact_hours.hours()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Set by SIGTERM/SIGINT: finish the batch in hand, claim no more.
         self.stopping = threading.Event()
@@ -278,9 +333,63 @@ class Engine:
     # -- 2. plan ----------------------------------------------------------------------------
 
     def plan(self, session: so.Session, ids: list[int], report: BatchReport) -> list[_Planned]:
-        """Decide the batch and write it: rendered touches stay `pending` (and leased) until arm() sends them."""
+        """Load the batch, decide each enrollment (sequencer.decide), write the decisions.
+
+        Rendered touches stay `pending` (and leased) until arm() sends them.
+        """
         now = self.rt.now()
         self._lock_throttled_rows(session, ids)
+        batch = self._load(session, ids, now)
+        decisions = decide_all({e.id: batch.facts[e.id] for e in batch.enrollments}, batch.counts, batch.limits)
+        writes = _Writes()
+        sending: list[tuple[Enrollment, Touch, int, OutboundTouch, bool]] = []
+        for e in batch.enrollments:
+            e.lease_owner = e.lease_until = None
+            decision, step = decisions[e.id], batch.steps[e.id]
+            touch = batch.existing.get((e.id, step.key)) if step is not None else None
+            if isinstance(decision, Exit):
+                writes.exit(e, decision.state, decision.reason)
+            elif isinstance(decision, Repair):
+                self._repair(e, touch, decision)
+            elif isinstance(decision, Skip):
+                self._skip_step(writes, e, step, touch, now, decision.reason, report)
+            elif isinstance(decision, Defer):
+                e.next_due_at = decision.until
+                report.deferred += 1
+            elif isinstance(decision, Pause):
+                self._pause(e, decision, report)
+            else:
+                rules = batch.facts[e.id].rules
+                variant = choose_variant(step, e.id)
+                context = template_context(e.lead, batch.owners.get(e.lead.owner_id), e.mailbox,
+                                           plugins=self.rt.plugins, base_url=self.rt.settings.web.base_url,
+                                           secret_key=self.rt.settings.web.secret_key)
+                touch = touch or writes.new_touch(e, step, now)
+                touch.variant_key = variant.get("key") if variant else None
+                touch.updated_at = now
+                if isinstance(decision, OpenTask):
+                    self._open_task(writes, e, step, rules, touch, variant, context, now, report)
+                    continue
+                outbound = self._render(e, step, rules, touch, variant, context, batch.owners, report)
+                if outbound is not None:
+                    number = batch.attempts.get(touch.id, 0) + 1 if touch.id else 1
+                    sending.append((e, touch, number, outbound, rules.sender_kind == "mailbox"))
+        session.flush()
+        writes.save(session, now, self.rt.plugins)
+        report.exited += len(writes.exits)
+        # Keep the lease until settle(). A crash before a touch's group is armed leaves it `pending`:
+        # whoever claims the enrollment next sends it (same Message-ID), nobody has to review it.
+        if sending:
+            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([e.id for e, *_ in sending])).values(
+                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
+        planned = []
+        for e, touch, number, outbound, from_mailbox in sending:
+            outbound.touch_id, outbound.attempt = touch.id, number
+            planned.append(_Planned(e.id, touch.id, number, outbound, from_mailbox))
+        return planned
+
+    def _load(self, session: so.Session, ids: list[int], now: datetime) -> _Batch:
+        """Load what the batch's decisions need, in a number of statements that does not grow with it."""
         query = (
             sa.select(Enrollment)
             # Only what this worker still holds: a lease that expired may have passed to another worker.
@@ -296,121 +405,52 @@ class Engine:
         owners = {u.id: u for u in session.scalars(
             sa.select(User).where(User.id.in_({lead.owner_id for lead in leads if lead.owner_id})))}
         steps = {e.id: _current_step(e) for e in enrollments}
-        channel_status = self.rt.plugins.channel_status(session)
-        blocked = {channel: suppressions.blocked_leads(session, leads, channel)
-                   for channel in {s.channel for s in steps.values() if s is not None}}
+        # Every known channel's declaration: steps look theirs up, throttles count by them.
+        known = {name: Rules.of(self.rt.plugins.channel(name), reason)
+                 for name, reason in self.rt.plugins.channel_status(session).items()}
+        channels = {s.channel for s in steps.values() if s is not None}
+        blocked = {channel: suppressions.blocked_leads(session, leads, channel) for channel in channels}
         existing = {(t.enrollment_id, t.step_key): t for t in session.scalars(
             sa.select(Touch).where(Touch.enrollment_id.in_(ids)))}
         attempts = dict(session.execute(
             sa.select(TouchAttempt.touch_id, sa.func.max(TouchAttempt.number))
             .where(TouchAttempt.touch_id.in_([t.id for t in existing.values()]))
             .group_by(TouchAttempt.touch_id)).all()) if existing else {}
-        day_ago = now - timedelta(hours=24)
-        mailbox_sent = Counter(dict(session.execute(
+        sending = self.rt.settings.sending
+        limits = Limits(now=now, contact_hours=self.contact_hours,
+                        max_per_lead_per_day=sending.max_touches_per_lead_per_day,
+                        max_per_domain_per_hour=sending.max_per_recipient_domain_per_hour)
+        from_mailboxes = sorted(name for name, rules in known.items() if rules.sender_kind == "mailbox")
+        to_email = sorted(name for name, rules in known.items() if rules.email)
+        counts = Counts(mailbox=self._mailbox_counts(session, enrollments, from_mailboxes, now),
+                        lead=self._lead_counts(session, leads, now),
+                        domain=self._domain_counts(session, leads, to_email, now)
+                        if limits.max_per_domain_per_hour else Counter())
+        facts = {}
+        for e in enrollments:
+            step = steps[e.id]
+            touch = existing.get((e.id, step.key)) if step is not None else None
+            facts[e.id] = facts_for(e, step, known.get(step.channel, Rules()) if step else Rules(),
+                                    blocked[step.channel].get(e.lead_id) if step else None, touch)
+        return _Batch(enrollments, steps, owners, existing, attempts, facts, counts, limits)
+
+    def _mailbox_counts(self, session: so.Session, enrollments: list[Enrollment], channels: list[str],
+                        now: datetime) -> Counter:
+        """Count each mailbox's touches of the last 24 hours on the channels that send from mailboxes."""
+        return Counter(dict(session.execute(
             sa.select(Touch.mailbox_id, sa.func.count())
             .where(Touch.mailbox_id.in_({e.mailbox_id for e in enrollments if e.mailbox_id}),
-                   Touch.channel == "email", Touch.created_at > day_ago, Touch.status.in_(COUNTED))
+                   Touch.channel.in_(channels), Touch.created_at > now - timedelta(hours=24),
+                   Touch.status.in_(COUNTED))
             .group_by(Touch.mailbox_id)).all()))
-        lead_touches = Counter(dict(session.execute(
+
+    def _lead_counts(self, session: so.Session, leads: list[Lead], now: datetime) -> Counter:
+        """Count each lead's touches of the last 24 hours, on every channel."""
+        return Counter(dict(session.execute(
             sa.select(Touch.lead_id, sa.func.count())
-            .where(Touch.lead_id.in_([lead.id for lead in leads]), Touch.created_at > day_ago,
+            .where(Touch.lead_id.in_([lead.id for lead in leads]), Touch.created_at > now - timedelta(hours=24),
                    Touch.status.in_(COUNTED))
             .group_by(Touch.lead_id)).all()))
-        max_per_lead = self.rt.settings.sending.max_touches_per_lead_per_day
-        domain_limit = self.rt.settings.sending.max_per_recipient_domain_per_hour
-        domain_sent = self._domain_counts(session, leads, now) if domain_limit else Counter()
-
-        writes = _Writes()
-        sending: list[tuple[Enrollment, Touch, int, OutboundTouch]] = []
-        for e in enrollments:
-            e.lease_owner = e.lease_until = None
-            step, lead = steps[e.id], e.lead
-            if step is None:
-                writes.exit(e, "finished", "completed")
-                continue
-            if lead.opted_out_at:
-                writes.exit(e, "opted_out", "opted out")
-                continue
-            if lead.id in blocked[step.channel]:
-                writes.exit(e, "removed", f"suppressed: {blocked[step.channel][lead.id]}")
-                continue
-            touch = existing.get((e.id, step.key))
-            if touch is not None and touch.status not in ("pending", "failed"):
-                self._repair(e, step, touch, now)
-                continue
-            missing = _missing_address(step, lead)
-            if missing:
-                self._skip_step(writes, e, step, touch, now, missing, report)
-                continue
-            calendar = _calendar(e.cadence, lead)
-            try:
-                if not calendar.is_open(now):
-                    e.next_due_at = calendar.next_opening(now)
-                    report.deferred += 1
-                    continue
-            except NoOpening as exc:
-                self._pause(e, "no_sending_window", report)
-                log.warning("enrollment %s: %s", e.id, exc)
-                continue
-            # A touch waiting for its retry is already counted: it must not throttle itself.
-            own = 1 if touch is not None and touch.status in COUNTED else 0
-            if step.action == "auto":
-                reason = self._cannot_send(e, step, channel_status)
-                if reason:
-                    self._pause(e, reason, report)
-                    continue
-                if step.channel == "email" and mailbox_sent[e.mailbox_id] - own >= e.mailbox.daily_cap:
-                    # Caps are a rolling 24 hours, as providers count them; look again later.
-                    e.next_due_at = calendar.next_opening(now + timedelta(minutes=30))
-                    report.deferred += 1
-                    continue
-                if step.channel == "email" and domain_limit and domain_sent[lead.domain] - own >= domain_limit:
-                    e.next_due_at = calendar.next_opening(now + timedelta(minutes=10))
-                    report.deferred += 1
-                    continue
-            if lead_touches[lead.id] - own >= max_per_lead:
-                e.next_due_at = calendar.next_opening(now + timedelta(hours=1))
-                report.deferred += 1
-                continue
-            lead_touches[lead.id] += 1 - own
-            variant = choose_variant(step, e.id)
-            context = template_context(lead, owners.get(lead.owner_id), e.mailbox, plugins=self.rt.plugins,
-                                       base_url=self.rt.settings.web.base_url,
-                                       secret_key=self.rt.settings.web.secret_key)
-            if touch is None:
-                touch = writes.new_touch(e, step, now)
-            touch.variant_key = variant.get("key") if variant else None
-            touch.updated_at = now
-            if step.action == "manual":
-                self._open_task(writes, e, step, touch, variant, context, now, report)
-                continue
-            try:
-                rendered = render_step(self.rt.renderer, step, variant, context, thread_subject=e.thread_subject)
-                outbound = self._outbound(e, step, touch, lead, rendered, context["unsubscribe_url"])
-                self.rt.plugins.channel(step.channel).prepare(outbound)
-            except (TemplateProblem, ValueError) as exc:
-                touch.status, touch.error = "failed", exc.reason if isinstance(exc, TemplateProblem) else str(exc)
-                self._pause(e, "template_error", report)
-                continue
-            mailbox_sent[e.mailbox_id] += (step.channel == "email") - own
-            domain_sent[lead.domain] += (step.channel == "email") - own
-            touch.status, touch.error, touch.retry_at = "pending", None, None
-            touch.subject, touch.body_text, touch.body_html = rendered.subject, outbound.text, outbound.html
-            touch.message_id = outbound.message_id
-            sending.append((e, touch, attempts.get(touch.id, 0) + 1 if touch.id else 1, outbound))
-        session.flush()
-        writes.save(session, now, self.rt.plugins)
-        report.exited += len(writes.exits)
-        # Keep the lease until settle(). A crash before a touch's group is armed leaves it `pending`:
-        # whoever claims the enrollment next sends it (same Message-ID), nobody has to review it.
-        if sending:
-            session.execute(sa.update(Enrollment).where(Enrollment.id.in_([e.id for e, *_ in sending])).values(
-                lease_owner=self.worker_id, lease_until=self.db_now(session, self.config.lease_seconds)))
-        planned = []
-        for e, touch, number, outbound in sending:
-            outbound.touch_id, outbound.attempt = touch.id, number
-            planned.append(_Planned(e.id, touch.id, number, outbound))
-        return planned
 
     def arm(self, session: so.Session, group: list[_Planned], rest: list[_Planned],
             report: BatchReport) -> list[_Planned]:
@@ -433,7 +473,7 @@ class Engine:
         for item in group:
             state, owner, exited_at, mailbox_state = current[item.enrollment_id]
             if owner == self.worker_id and state == "active":
-                (held if item.outbound.channel == "email" and mailbox_state == "held" else ready).append(item)
+                (held if item.from_mailbox and mailbox_state == "held" else ready).append(item)
             elif exited_at is not None:
                 ended.append(item.touch_id)
         if ready:
@@ -474,8 +514,8 @@ class Engine:
         session.execute(sa.select(Lead.id).where(Lead.id.in_(sorted({lead for lead, _ in pairs})))
                         .order_by(Lead.id).with_for_update())
 
-    def _domain_counts(self, session: so.Session, leads: list[Lead], now: datetime) -> Counter:
-        """Count emails to each recipient domain in the last hour, serialized per domain across workers."""
+    def _domain_counts(self, session: so.Session, leads: list[Lead], channels: list[str], now: datetime) -> Counter:
+        """Count touches on email-address channels to each recipient domain in the last hour, serialized per domain."""
         domains = sorted({lead.domain for lead in leads if lead.domain})
         if not domains:
             return Counter()
@@ -486,49 +526,47 @@ class Engine:
                             .order_by(names.c.d))
         return Counter(dict(session.execute(
             sa.select(Lead.domain, sa.func.count()).join(Touch, Touch.lead_id == Lead.id)
-            .where(Lead.domain.in_(domains), Touch.channel == "email", Touch.created_at > now - timedelta(hours=1),
+            .where(Lead.domain.in_(domains), Touch.channel.in_(channels), Touch.created_at > now - timedelta(hours=1),
                    Touch.status.in_(COUNTED))
             .group_by(Lead.domain)).all()))
 
-    def _cannot_send(self, e: Enrollment, step: Step, channel_status: dict[str, str | None]) -> str | None:
-        if step.channel not in channel_status or channel_status[step.channel] is not None:
-            return "channel_unavailable"
-        if step.channel == "email":
-            if e.mailbox is None:
-                return "no_mailbox"
-            if e.mailbox.state == "held":
-                return "mailbox_held"
-        return None
-
-    def _outbound(self, e: Enrollment, step: Step, touch: Touch, lead: Lead, rendered: Any,
-                  unsubscribe: str) -> OutboundTouch:
-        sender = None
-        message_id = in_reply_to = references = None
-        if e.mailbox is not None:
-            mb = e.mailbox
-            sender = Sender(address=mb.address, display_name=mb.display_name, signature=mb.signature,
-                            transport=mb.transport or {})
-        if step.channel == "email":
-            domain = (e.mailbox.address if e.mailbox else "sequencer.invalid").rpartition("@")[2]
-            message_id = touch.message_id or make_msgid(idstring=f"t{e.id}.{step.key}", domain=domain)
-            if step.thread and e.thread_message_id:
-                in_reply_to, references = e.thread_message_id, e.thread_references
-        return OutboundTouch(
-            touch_id=touch.id or 0, attempt=0, channel=step.channel, to_email=lead.email, to_phone=lead.phone,
-            to_name=lead.full_name, sender=sender, subject=rendered.subject, text=rendered.text, html=rendered.html,
-            message_id=message_id, in_reply_to=in_reply_to, references=references,
-            unsubscribe_url=unsubscribe,
-        )
-
-    def _open_task(self, writes: _Writes, e: Enrollment, step: Step, touch: Touch, variant: Any,
-                   context: dict[str, Any], now: datetime, report: BatchReport) -> None:
-        """Open a task for the lead's owner; the enrollment waits until it is done or skipped."""
+    def _render(self, e: Enrollment, step: Step, rules: Rules, touch: Touch, variant: Any, context: dict[str, Any],
+                owners: dict[int, User], report: BatchReport) -> OutboundTouch | None:
+        """Render the step and let its channel prepare it; None (the enrollment paused) when it cannot go out."""
+        # A `thread = true` step continues the conversation the enrollment's earlier sends left.
+        threaded = step.thread and e.thread_message_id is not None
         try:
-            instructions = render_step(self.rt.renderer, step, variant, context).text
+            rendered = render_step(self.rt.renderer, step, variant, context, as_email=rules.email,
+                                   thread_subject=e.thread_subject if threaded else None)
+            outbound = OutboundTouch(
+                touch_id=touch.id or 0, attempt=0, channel=step.channel, to_email=e.lead.email, to_phone=e.lead.phone,
+                to_name=e.lead.full_name, sender=_sender(rules, e, owners), subject=rendered.subject,
+                text=rendered.text, html=rendered.html, message_id=touch.message_id,
+                unsubscribe_url=context["unsubscribe_url"],
+                thread_id=e.thread_message_id if threaded else None,
+                thread_references=e.thread_references if threaded else None,
+                thread_subject=e.thread_subject if threaded else None,
+            )
+            # The channel assigns what it needs committed before the send (an email's Message-ID).
+            self.rt.plugins.channel(step.channel).prepare(outbound)
+        except (TemplateProblem, ValueError) as exc:
+            touch.status, touch.error = TouchStatus.failed, exc.reason if isinstance(exc, TemplateProblem) else str(exc)
+            self._pause(e, Pause("template_error"), report)
+            return None
+        touch.status, touch.error, touch.retry_at = TouchStatus.pending, None, None
+        touch.subject, touch.body_text, touch.body_html = outbound.subject, outbound.text, outbound.html
+        touch.message_id = outbound.message_id
+        return outbound
+
+    def _open_task(self, writes: _Writes, e: Enrollment, step: Step, rules: Rules, touch: Touch, variant: Any,
+                   context: dict[str, Any], now: datetime, report: BatchReport) -> None:
+        """Open a task for the lead's owner, as the step's channel declares it; the enrollment waits for it."""
+        try:
+            instructions = render_step(self.rt.renderer, step, variant, context, as_email=rules.email).text
         except TemplateProblem as exc:
             # A rep can still call: show the script's problem instead of blocking the call.
             instructions = f"(The call script could not be prepared: {exc.reason})"
-        if step.channel == "email":
+        if rules.email:
             # The rep sends this draft by hand: it must carry what an automatic email carries.
             try:
                 instructions = add_text_footer(instructions, self.rt.settings.sending.postal_address,
@@ -536,37 +574,37 @@ class Engine:
             except ValueError as exc:
                 instructions = f"{instructions.rstrip()}\n\n(Do not send this yet: {exc}.)\n"
         lead = e.lead
-        verb = {"voice": "Call", "email": "Email", "sms": "Text"}.get(step.channel, "Task for")
         who = lead.full_name or lead.email or lead.phone or f"lead {lead.id}"
-        title = f"{verb} {who}" + (f" ({lead.company})" if lead.company else "")
-        touch.status, touch.subject, touch.body_text = "pending", step.subject, instructions
+        title = f"{rules.task_verb} {who}" + (f" ({lead.company})" if lead.company else "")
+        touch.status, touch.subject, touch.body_text = TouchStatus.pending, step.subject, instructions
         writes.tasks.append((touch, {"owner_id": lead.owner_id, "lead_id": lead.id, "enrollment_id": e.id,
-                                     "kind": TASK_KIND[step.channel], "title": title, "instructions": instructions,
+                                     "kind": rules.task_kind, "title": title, "instructions": instructions,
                                      "due_at": now, "state": "open", "created_at": now,
-                                     "priority": _task_priority(step.channel)}))
-        e.state, e.next_due_at = "waiting_task", None
+                                     "priority": rules.task_priority}))
+        e.state, e.next_due_at = EnrollmentState.waiting_task, None
         report.tasks += 1
 
     def _skip_step(self, writes: _Writes, e: Enrollment, step: Step, touch: Touch | None, now: datetime,
                    reason: str, report: BatchReport) -> None:
         touch = touch or writes.new_touch(e, step, now)
-        touch.status, touch.error, touch.updated_at = "skipped", reason, now
+        touch.status, touch.error, touch.updated_at = TouchStatus.skipped, reason, now
         advance(e, now, self.rt.plugins)
         if e.exited_at:
             report.exited += 1
 
-    def _repair(self, e: Enrollment, step: Step, touch: Touch, now: datetime) -> None:
+    def _repair(self, e: Enrollment, touch: Touch, decision: Repair) -> None:
         """Bring an enrollment in line with a touch that already exists for its step."""
-        if touch.status in ("sent", "delivered", "completed", "skipped"):
-            advance(e, touch.sent_at or now, self.rt.plugins)
-        elif touch.status == "sending":
-            touch.status = "unknown"
-            e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
-        elif touch.status == "unknown":
-            e.state, e.paused_reason, e.next_due_at = "needs_review", "unknown_send", None
+        if decision.advance_from is not None:
+            advance(e, decision.advance_from, self.rt.plugins)
+            return
+        if touch.status == TouchStatus.sending:
+            touch.status = TouchStatus.unknown
+        e.state, e.paused_reason, e.next_due_at = EnrollmentState.needs_review, "unknown_send", None
 
-    def _pause(self, e: Enrollment, reason: str, report: BatchReport) -> None:
-        e.state, e.paused_reason = "paused", reason
+    def _pause(self, e: Enrollment, decision: Pause, report: BatchReport) -> None:
+        e.state, e.paused_reason = EnrollmentState.paused, decision.reason
+        if decision.detail:
+            log.warning("enrollment %s paused as %s: %s", e.id, decision.reason, decision.detail)
         report.paused += 1
 
     # -- 3. send and settle -----------------------------------------------------------------
@@ -618,7 +656,8 @@ class Engine:
             live = e.state in ("active", "needs_review")
             if result.accepted:
                 touch.status, touch.sent_at, touch.provider_id, touch.error = "sent", now, result.provider_id, None
-                if touch.channel == "email":
+                if touch.message_id:
+                    # The channel gave the message an id others can refer to: later steps thread on it.
                     _thread(e, touch)
                 if live:
                     advance(e, now, self.rt.plugins)
@@ -629,9 +668,14 @@ class Engine:
             attempt.error = touch.error = result.error or result.recipient_problem
             if result.recipient_problem:
                 touch.status = "failed"
-                self._recipient_problem(session, e, touch, result.recipient_problem, now)
-                report.exited += 1
-            elif touch.mailbox_id in held and (result.sender_problem or result.retryable):
+                ended = self._recipient_problem(session, e, touch, result.recipient_problem, now)
+                if ended:
+                    report.exited += 1
+                else:
+                    if live:
+                        advance(e, now, self.rt.plugins)
+                    report.failed += 1
+            elif touch.mailbox_id in held and item.from_mailbox and (result.sender_problem or result.retryable):
                 # Surely not sent, and the mailbox is the reason (or was refused in the same group):
                 # the lead is not blamed and the attempt is not counted against the touch.
                 session.delete(attempt)
@@ -643,7 +687,15 @@ class Engine:
                 else:
                     touch.status, touch.error = "failed", f"not retried, the enrollment ended: {touch.error}"
                     report.failed += 1
-            elif result.retryable and not live:
+            elif result.defer_until is not None and live:
+                # The provider asked us to slow down: not the lead's doing, so the attempt does not count.
+                session.delete(attempt)
+                until = max(result.defer_until, now)
+                touch.status, touch.retry_at = "pending", until
+                touch.error = f"deferred by the provider until {iso_z(until)}: {result.error or 'slow down'}"
+                e.state, e.paused_reason, e.next_due_at = "active", None, self._opening_after(e, item, until)
+                report.deferred += 1
+            elif (result.retryable or result.defer_until is not None) and not live:
                 touch.status, touch.error = "failed", f"not retried, the enrollment ended: {result.error}"
                 report.failed += 1
             elif result.retryable and item.attempt < self.config.max_attempts:
@@ -678,25 +730,44 @@ class Engine:
         for event in sent_events:
             self.rt.plugins.hook.touch_sent(touch=event)
 
-    def _recipient_problem(self, session: so.Session, e: Enrollment, touch: Touch, problem: str, now: datetime) -> None:
-        lead = e.lead
+    def _opening_after(self, e: Enrollment, item: _Planned, at: datetime) -> datetime:
+        """Return when a deferred touch may go again: `at`, moved into its window (and contact hours)."""
+        rules = Rules.of(self.rt.plugins.channel(item.outbound.channel), None)
+        try:
+            return opening(_calendar(e.cadence, e.lead), e.lead.zones(),
+                           self.contact_hours if rules.contact_hours else None, at)
+        except ValueError:  # NoOpening included: the next plan() pauses it and says why
+            return at
+
+    def _recipient_problem(self, session: so.Session, e: Enrollment, touch: Touch, problem: str,
+                           now: datetime) -> bool:
+        """Act on a provider's verdict on the recipient; return True when it ended the lead's cadences.
+
+        "opted_out": an opt-out of every channel (COMPLIANCE.md rule 11); "unable_<channel>" (such as
+        "unable_sms": a landline): the address is suppressed on this channel only, and the cadence goes
+        on; anything else ("invalid_address"): the address is wrong, flagged and suppressed everywhere.
+        """
+        lead, rules = e.lead, Rules.of(self.rt.plugins.channel(touch.channel), None)
         if problem == "opted_out":
             from sequencer.optouts import opt_out
 
             opt_out(session, lead, now=now, source=f"{touch.channel}_provider", detail=touch.error or "",
-                    plugins=self.rt.plugins)
-            return
-        kind, value = ("email", lead.email) if touch.channel == "email" else ("phone", lead.phone)
-        if touch.channel == "email":
-            lead.email_invalid = True
-        else:
-            lead.phone_wrong = True
-        if value:
-            suppressions.add(session, kind, value, reason=f"{problem}: {touch.error}", source=f"{touch.channel}_send",
-                             now=now)
+                    plugins=self.rt.plugins, channel=touch.channel)
+            return True
+        address = lead_address(lead, rules.address_kind) if rules.address_kind else None
+        if problem == f"unable_{touch.channel}":
+            if address:
+                suppressions.add(session, rules.address_kind, address, reason=f"{problem}: {touch.error}",
+                                 source=f"{touch.channel}_send", now=now, channel=touch.channel)
+            return False
+        if rules.address_kind:
+            setattr(lead, ADDRESS_FIELDS[rules.address_kind][1], True)
+        if address:
+            suppressions.add(session, rules.address_kind, address, reason=f"{problem}: {touch.error}",
+                             source=f"{touch.channel}_send", now=now)
         end_for_lead(session, lead, state="bounced", reason=f"{problem}: {touch.error}", now=now,
                      plugins=self.rt.plugins)
-
+        return True
 
 
 def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None) -> None:
@@ -724,11 +795,14 @@ def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None
 
 def _blamed_mailboxes(items: list[_Planned], touches: dict[int, Touch],
                       results: dict[int, SendResult]) -> dict[int, str]:
-    """Return mailbox id -> the provider's words, for each mailbox a refusal blamed (`sender_problem`)."""
+    """Return mailbox id -> the provider's words, for each mailbox a refusal blamed (`sender_problem`).
+
+    Only touches sent from a mailbox hold one; a channel with its own senders keeps its own holds.
+    """
     held: dict[int, str] = {}
     for item in items:
         result, mailbox_id = results.get(item.touch_id), touches[item.touch_id].mailbox_id
-        if result is not None and result.sender_problem and not result.accepted and mailbox_id is not None:
+        if item.from_mailbox and result is not None and result.sender_problem and not result.accepted and mailbox_id is not None:
             held.setdefault(mailbox_id, result.sender_problem)
     return held
 
@@ -750,17 +824,18 @@ def _current_step(e: Enrollment) -> Step | None:
     return steps[e.step_position] if e.step_position < len(steps) else None
 
 
-def _missing_address(step: Step, lead: Lead) -> str | None:
-    if step.channel == "email" and step.action == "auto" and (not lead.email or lead.email_invalid):
-        return "the lead has no valid email address"
-    if step.channel in ("sms", "voice") and (not lead.phone or lead.phone_wrong):
-        return "the lead has no valid phone number"
+def _sender(rules: Rules, e: Enrollment, owners: dict[int, User]) -> Sender | None:
+    """Return what the touch goes out from, as its channel declares: the enrollment's mailbox, or for a
+    channel that sends from its own numbers, what the core knows of the lead's owner (the plugin
+    chooses the number)."""
+    if rules.sender_kind == "mailbox" and e.mailbox is not None:
+        mb = e.mailbox
+        return Sender(address=mb.address, display_name=mb.display_name, signature=mb.signature,
+                      transport=mb.transport or {}, owner_id=mb.owner_id)
+    owner = owners.get(e.lead.owner_id) if e.lead.owner_id else None
+    if rules.sender_kind == "number" and owner is not None:
+        return Sender(address=owner.phone or "", display_name=owner.name, owner_id=owner.id)
     return None
-
-
-def _task_priority(channel: str) -> int:
-    # Calls first: they are time-bound to the lead's day; then manual emails, then the rest.
-    return {"voice": 30, "email": 20, "sms": 20}.get(channel, 10)
 
 
 def _thread(e: Enrollment, touch: Touch) -> None:

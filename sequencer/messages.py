@@ -77,17 +77,18 @@ def template_context(lead: Lead, owner: User | None, mailbox: Mailbox | None, *,
 
 
 def render_step(renderer: Renderer, step: Step, variant: dict[str, Any] | None, context: dict[str, Any], *,
-                thread_subject: str | None = None) -> RenderedMessage:
-    """Render a step for one lead; raises TemplateProblem when it cannot."""
+                as_email: bool, thread_subject: str | None = None) -> RenderedMessage:
+    """Render a step for one lead; raises TemplateProblem when it cannot.
+
+    `as_email`: the channel writes to an email address, so the step renders as an email (an HTML
+    part where the template has one). `thread_subject`: the step continues a thread with this
+    subject, so its own subject is not rendered (the channel derives the reply's from the thread).
+    """
     subject, template, body = step_content(step, variant)
-    if step.channel == "email":
-        threaded = step.thread and thread_subject
-        rendered = renderer.render_email(subject=None if threaded else subject, template=template, body=body,
-                                         context=context)
-        if threaded:
-            reply_subject = thread_subject if thread_subject.lower().startswith("re:") else f"Re: {thread_subject}"
-            rendered = RenderedMessage(subject=reply_subject, text=rendered.text, html=rendered.html)
-        return rendered
+    if thread_subject:
+        subject = None
+    if as_email:
+        return renderer.render_email(subject=subject, template=template, body=body, context=context)
     text = renderer.render_text(template=template, body=body, context=context) if (template or body) else ""
     return RenderedMessage(subject=subject, text=text, html=None)
 

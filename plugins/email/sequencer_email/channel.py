@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.errors import MessageError
 from email.utils import make_msgid
+from typing import Any, Mapping
 
 import dkim
 
@@ -50,6 +51,13 @@ class EmailChannel(Channel):
 
     name = "email"
     automatic = True
+    address_kind = "email"
+    # A rep can find an address by hand for a manual email; the engine cannot send without one.
+    address_required = "automatic"
+    task_kind = "email"
+    task_verb = "Email"
+    task_priority = 20
+    sender_kind = "mailbox"
     config_schema = {
         "host": "SMTP server host name (required)",
         "port": "SMTP port (default 587 for starttls, 465 for ssl, 25 for none)",
@@ -112,7 +120,18 @@ class EmailChannel(Channel):
                 "name": key.record_name(sender.address), "record": key.record, "public_key": key.public_key}
 
     def prepare(self, touch: OutboundTouch) -> None:
-        """Refuse header injection and add the postal address and unsubscribe link to both bodies."""
+        """Give the touch its Message-ID and thread headers, refuse header injection, add the footer.
+
+        The engine commits the Message-ID with the touch before the send, so a resend after a crash
+        carries the same one; a retry keeps the one it already has.
+        """
+        if not touch.message_id and touch.sender is not None:
+            touch.message_id = make_msgid(domain=_message_id_domain(self.context.settings, touch.sender))
+        if touch.thread_id:
+            touch.in_reply_to, touch.references = touch.thread_id, touch.thread_references
+        if touch.thread_subject:
+            subject = touch.thread_subject
+            touch.subject = subject if subject.lower().startswith("re:") else f"Re: {subject}"
         check_headers(touch)
         postal_address = (self.context.postal_address or "").strip()
         if not postal_address:
@@ -179,8 +198,17 @@ def _signed(touch: OutboundTouch, key: DkimKey, data: bytes) -> bytes:
                        retryable=True) from None
 
 
+def _message_id_domain(settings: Mapping[str, Any], sender: Sender) -> str:
+    """Return the domain of a new Message-ID: message_id_domain (the mailbox's, else the shared), else the sender's."""
+    try:
+        domain = resolve_transport(settings, sender.transport).message_id_domain
+    except TransportError:
+        domain = None  # the send refuses the touch, naming the setting; the id only has to be unique
+    return domain or sender.address.rpartition("@")[2]
+
+
 def _message_id(touch: OutboundTouch, transport: Transport) -> str:
-    """Return the engine's Message-ID in angle brackets, or a new one when the engine gave none."""
+    """Return the Message-ID prepare() gave the touch, in angle brackets, or a new one when it has none."""
     if touch.message_id:
         return touch.message_id if touch.message_id.startswith("<") else f"<{touch.message_id}>"
     assert touch.sender is not None
