@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test bench clean
 
-$(VENV)/.installed: setup.cfg plugins/email/setup.cfg plugins/sms/setup.cfg
+$(VENV)/.installed: setup.cfg plugins/email/setup.cfg plugins/sms/setup.cfg plugins/voice/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e . -e plugins/email -e plugins/sms
+	$(PY) -m pip install -q -e . -e plugins/email -e plugins/sms -e plugins/voice
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

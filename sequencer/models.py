@@ -413,3 +413,16 @@ class LeadNumber(Base):
     phone_number_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("phone_numbers.id", ondelete="CASCADE"),
                                                        index=True)
     assigned_at: so.Mapped[datetime]
+
+
+class RateSlot(Base):
+    """The next free slot of a rate shared by every worker that is not one number's (a provider account's calls).
+
+    Like PhoneNumber.next_slot_us, an integer so that one conditional UPDATE takes a slot on
+    SQLite and PostgreSQL alike (sequencer.dialing.account_slot).
+    """
+
+    __tablename__ = "rate_slots"
+    key: so.Mapped[str] = so.mapped_column(sa.String(100), primary_key=True)
+    # Microseconds since the epoch (UTC) from which the next call may start.
+    next_slot_us: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)

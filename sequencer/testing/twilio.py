@@ -6,7 +6,13 @@ as JSON, and Twilio's error JSON (code, message, more_info, status) on a refusal
 set per destination number. It records every request and can post signed webhooks (status
 callbacks, inbound texts) to our app, signed as Twilio signs them.
 
-Resources live in RESOURCES, one function each: Calls.json (issue 10) is one more entry.
+Resources live in RESOURCES, one function each. For Calls.json it also plays Twilio's part in
+the call (`answer`, `progress`, `play`, `recording`): it fetches the TwiML of the URL the call was
+created with, follows <Redirect> and a <Dial><Number url>, and posts status and recording callbacks,
+each signed as Twilio signs. Our app is reached through a Flask test client.
+
+Loaded as a pytest plugin (`pytest_plugins = ["sequencer.testing", "sequencer.testing.twilio"]`),
+it gives the `fake_twilio` fixture: a FakeTwilio listening for the test's duration.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import json
 import re
 import secrets
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timezone
@@ -22,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from twilio.request_validator import RequestValidator
 
 API = "2010-04-01"
@@ -48,7 +56,8 @@ class Failure:
 @dataclass
 class Recorded:
     resource: str
-    form: dict[str, str]  # the request's parameters (To, From, Body, StatusCallback...)
+    form: dict[str, str]  # the request's parameters (To, From, Body, StatusCallback...), the last of each
+    values: dict[str, list[str]] = field(default_factory=dict)  # every value of each (StatusCallbackEvent repeats)
     sid: str | None = None  # the created resource's SID; None when the request was refused
 
 
@@ -59,6 +68,8 @@ class FakeTwilio:
     requests: list[Recorded] = field(default_factory=list)
     # destination number -> the error every request to it gets
     failures: dict[str, Failure] = field(default_factory=dict)
+    # call SID -> the TwiML documents our app answered for that call, in the order they were fetched
+    twiml: dict[str, list[ET.Element]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -120,8 +131,9 @@ class FakeTwilio:
         if handler is None:
             return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404,
                          "more_info": "https://www.twilio.com/docs/errors/20404"}, {}
-        form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-        recorded = Recorded(match["resource"], form)
+        values = parse_qs(body, keep_blank_values=True)
+        form = {k: v[-1] for k, v in values.items()}
+        recorded = Recorded(match["resource"], form, values)
         with self._lock:
             self.requests.append(recorded)
         failure = self.failures.get(form.get("To", ""))
@@ -143,7 +155,8 @@ class FakeTwilio:
     def post(self, client: Any, url: str, params: dict[str, str], signature: str | None = None) -> Any:
         """POST a webhook to our app through a Flask test client, signed for `url` unless told otherwise."""
         headers = {"X-Twilio-Signature": self.signature(url, params) if signature is None else signature}
-        return client.post(urlsplit(url).path, data=params, headers=headers)
+        parts = urlsplit(url)
+        return client.post(parts.path + (f"?{parts.query}" if parts.query else ""), data=params, headers=headers)
 
     def status_callback(self, client: Any, sid: str, status: str, error_code: int | None = None) -> Any:
         """Post the status callback of a message we accepted, to the StatusCallback URL it was sent with."""
@@ -162,6 +175,85 @@ class FakeTwilio:
                   "SmsSid": sid, "From": from_, "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1",
                   **(extra or {})}
         return self.post(client, base_url.rstrip("/") + "/hooks/sms/inbound", params)
+
+
+    # -- Twilio's part in a call -------------------------------------------------------------------
+
+    def _call_params(self, sid: str, status: str) -> dict[str, str]:
+        [form] = [r.form for r in self.sent("Calls") if r.sid == sid]
+        return {"AccountSid": self.account_sid, "ApiVersion": API, "CallSid": sid, "CallStatus": status,
+                "Direction": "outbound-api", "From": form["From"], "To": form["To"], "Called": form["To"],
+                "Caller": form["From"]}
+
+    def answer(self, client: Any, sid: str, answered_by: str | None = None) -> list[ET.Element]:
+        """The callee picked up: fetch the call's TwiML as Twilio does, following <Redirect> and <Number url>.
+
+        With MachineDetection on the call, Twilio waits for its verdict and sends it as AnsweredBy
+        (synchronous AMD); `answered_by` is that verdict (human, machine_end_beep, fax, unknown...).
+        Returns the documents fetched, in order; a non-200 answer ends the call there.
+        """
+        [form] = [r.form for r in self.sent("Calls") if r.sid == sid]
+        params = self._call_params(sid, "in-progress")
+        if form.get("MachineDetection"):
+            params["AnsweredBy"] = answered_by or "unknown"
+        documents = self.twiml.setdefault(sid, [])
+        url: str | None = form["Url"]
+        while url:
+            response = self.post(client, url, params)
+            if response.status_code != 200:
+                break
+            document = ET.fromstring(response.get_data())
+            documents.append(document)
+            for number in document.iter("Number"):
+                # The called party hears this TwiML before being connected (the record notice).
+                if number.get("url"):
+                    whisper = self.post(client, number.get("url"), {**params, "To": number.text or ""})
+                    documents.append(ET.fromstring(whisper.get_data()))
+            redirect = document.find("Redirect")
+            url = redirect.text if redirect is not None else None
+        return documents
+
+    def progress(self, client: Any, sid: str, *statuses: str, duration: int | None = None,
+                 answered_by: str | None = None) -> list[Any]:
+        """Post the call's status callbacks in this order (Twilio's words: ringing, in-progress, no-answer...).
+
+        Only the events the call was created to report are posted ("completed" always is), as
+        Twilio does; the final one carries CallDuration, and AnsweredBy when AMD ran.
+        """
+        [record] = [r for r in self.sent("Calls") if r.sid == sid]
+        wanted = set(record.values.get("StatusCallbackEvent", [])) | {"completed"}
+        answers = []
+        for sequence, status in enumerate(statuses):
+            event = {"in-progress": "answered"}.get(status, status if status in ("initiated", "ringing") else "completed")
+            if event not in wanted:
+                continue
+            params = {**self._call_params(sid, status), "SequenceNumber": str(sequence),
+                      "CallbackSource": "call-progress-events", "Timestamp": format_datetime(
+                          datetime.now(timezone.utc), usegmt=True)}
+            if event == "completed":
+                params["CallDuration"] = str(duration or 0)
+            if answered_by and record.form.get("MachineDetection"):
+                params["AnsweredBy"] = answered_by
+            answers.append(self.post(client, record.form["StatusCallback"], params))
+        return answers
+
+    def play(self, client: Any, sid: str, answered_by: str | None = None, *, final: str = "completed",
+             duration: int = 25) -> list[ET.Element]:
+        """Play a whole answered call: initiated, ringing, answered and its TwiML, then the final status."""
+        self.progress(client, sid, "initiated", "ringing", "in-progress")
+        documents = self.answer(client, sid, answered_by)
+        self.progress(client, sid, final, duration=duration, answered_by=answered_by)
+        return documents
+
+    def recording(self, client: Any, url: str, call_sid: str, duration: int = 20,
+                  recording_sid: str | None = None) -> Any:
+        """Post a finished recording's status callback (<Dial recordingStatusCallback>) to `url`."""
+        recording_sid = recording_sid or "RE" + secrets.token_hex(16)
+        params = {"AccountSid": self.account_sid, "CallSid": call_sid, "RecordingSid": recording_sid,
+                  "RecordingUrl": f"{self.url}/{API}/Accounts/{self.account_sid}/Recordings/{recording_sid}",
+                  "RecordingStatus": "completed", "RecordingDuration": str(duration), "RecordingChannels": "2",
+                  "RecordingSource": "DialVerb"}
+        return self.post(client, url, params)
 
 
 def _error(code: int) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -185,4 +277,24 @@ def _message(fake: FakeTwilio, form: dict[str, str]) -> dict[str, Any]:
             "uri": f"/{API}/Accounts/{fake.account_sid}/Messages/{sid}.json"}
 
 
-RESOURCES: dict[str, Callable[[FakeTwilio, dict[str, str]], dict[str, Any]]] = {"Messages": _message}
+def _call(fake: FakeTwilio, form: dict[str, str]) -> dict[str, Any]:
+    """Create a Call resource, as the 2010-04-01 API answers it: queued until Twilio dials."""
+    sid = "CA" + secrets.token_hex(16)
+    now = format_datetime(datetime.now(timezone.utc), usegmt=True)
+    return {"sid": sid, "account_sid": fake.account_sid, "api_version": API, "answered_by": None,
+            "caller_name": None, "date_created": now, "date_updated": now, "direction": "outbound-api",
+            "duration": None, "end_time": None, "forwarded_from": None, "from": form.get("From"),
+            "from_formatted": form.get("From"), "parent_call_sid": None, "phone_number_sid": None, "price": None,
+            "price_unit": "USD", "start_time": None, "status": "queued", "to": form.get("To"),
+            "to_formatted": form.get("To"), "uri": f"/{API}/Accounts/{fake.account_sid}/Calls/{sid}.json",
+            "subresource_uris": {"recordings": f"/{API}/Accounts/{fake.account_sid}/Calls/{sid}/Recordings.json"}}
+
+
+RESOURCES: dict[str, Callable[[FakeTwilio, dict[str, str]], dict[str, Any]]] = {"Messages": _message, "Calls": _call}
+
+
+@pytest.fixture
+def fake_twilio():
+    """A fake Twilio on loopback for the test; point [plugins.NAME] api_base_url at its `url`."""
+    with FakeTwilio() as fake:
+        yield fake

@@ -6,20 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fake_twilio import FakeTwilio
 from sms_support import HELP_TEXT, POOL
 
-pytest_plugins = ["sequencer.testing"]
+pytest_plugins = ["sequencer.testing", "sequencer.testing.twilio"]
 
 
 @pytest.fixture
-def fake_twilio():
-    with FakeTwilio() as fake:
-        yield fake
-
-
-@pytest.fixture
-def config_path(config_path: Path, fake_twilio: FakeTwilio) -> Path:
+def config_path(config_path: Path, fake_twilio) -> Path:
     """The test config plus [plugins.sms] for the fake Twilio; a fast per-number rate so tests do not wait."""
     with config_path.open("a", encoding="utf-8") as config:
         config.write(f"""
