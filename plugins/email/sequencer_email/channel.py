@@ -1,6 +1,8 @@
-"""The email channel: one SMTP connection per transport for a whole batch, results classified for at-most-once."""
+"""The email channel: one SMTP connection per transport for a whole batch, kept open for the next batch a short
+while; results classified for at-most-once."""
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,12 +19,14 @@ from sequencer_email.signing import DKIM_SCHEMA, DkimError, DkimKey, resolve_dki
 from sequencer_email.transport import (
     Delivery,
     SessionRefused,
+    Sessions,
     Transport,
     TransportError,
     connect,
     deliver,
     describe_error,
     disconnect,
+    resolve_keepalive,
     resolve_transport,
 )
 
@@ -66,8 +70,14 @@ class EmailChannel(Channel):
         "password": 'SMTP password; use { env = "VAR" } to read it from the environment',
         "timeout": "seconds to wait for the server on each command (default 30)",
         "message_id_domain": "domain of generated Message-IDs (default: the sender's domain)",
+        "keepalive_seconds": "seconds an idle SMTP session stays open for the next batch (default 30; 0: close at once)",
         **DKIM_SCHEMA,
     }
+
+    def __init__(self) -> None:
+        self.sessions = Sessions()
+        # Channel has no close hook: the sessions are QUIT when the channel goes away or the process ends.
+        weakref.finalize(self, self.sessions.close)
 
     def unavailable_reason(self) -> str | None:
         """Return why email cannot go out: no postal address, no SMTP host, or an unusable setting or DKIM key."""
@@ -78,6 +88,7 @@ class EmailChannel(Channel):
             return NO_POSTAL_ADDRESS
         try:
             resolve_transport(context.settings)
+            resolve_keepalive(context.settings)
             resolve_dkim(context.settings)
         except (TransportError, DkimError) as exc:
             return str(exc)
@@ -139,7 +150,12 @@ class EmailChannel(Channel):
         add_footer(touch, postal_address)
 
     def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
-        """Send every touch, one SMTP connection per transport, and return one result per touch in order."""
+        """Send every touch, one SMTP session per transport, and return one result per touch in order."""
+        try:
+            keepalive = resolve_keepalive(self.context.settings)
+        except TransportError as exc:
+            # Nothing was sent, so a new attempt after the setting is fixed is safe.
+            return [_Refused(touch, str(exc), retryable=True).result for touch in touches]
         results: dict[int, SendResult] = {}
         groups: dict[tuple[str, int, str, str | None], tuple[Transport, list[Outgoing]]] = {}
         for index, touch in enumerate(touches):
@@ -150,7 +166,7 @@ class EmailChannel(Channel):
                 continue
             groups.setdefault(transport.key, (transport, []))[1].append(outgoing)
         for transport, batch in groups.values():
-            for index, result in _send_group(transport, batch):
+            for index, result in _send_group(self.sessions, transport, batch, keepalive):
                 results[index] = result
         return [results[index] for index in range(len(touches))]
 
@@ -215,11 +231,14 @@ def _message_id(touch: OutboundTouch, transport: Transport) -> str:
     return make_msgid(domain=transport.message_id_domain or touch.sender.address.rpartition("@")[2])
 
 
-def _send_group(transport: Transport, batch: list[Outgoing]) -> list[tuple[int, SendResult]]:
-    """Send a group's messages over one connection, reconnecting once if it breaks mid-batch.
+def _send_group(sessions: Sessions, transport: Transport, batch: list[Outgoing],
+                keepalive: float) -> list[tuple[int, SendResult]]:
+    """Send a group's messages over one session, reconnecting once if it breaks mid-batch.
 
-    A server that refuses the session or hangs up because of our side (blocklist, login,
-    rate limit) is not asked again in this batch: the rest come back with the same sender_problem.
+    The session comes from `sessions` (a kept one that answers, or a new one) and goes back
+    there for keepalive seconds unless its connection broke. A server that refuses the session
+    or hangs up because of our side (blocklist, login, rate limit) is not asked again in this
+    batch: the rest come back with the same sender_problem.
     """
     results: list[tuple[int, SendResult]] = []
     pending = deque(batch)
@@ -229,13 +248,14 @@ def _send_group(transport: Transport, batch: list[Outgoing]) -> list[tuple[int, 
         if not pending or sender_problem:
             break
         try:
-            smtp = connect(transport)
+            smtp = sessions.acquire(transport)
         except OSError as exc:
             reason = f"could not open an SMTP session with {transport.label}: {describe_error(exc)}"
             if isinstance(exc, SessionRefused) and (cause := sender_cause(exc.stage, exc.smtp_code, exc.reply)):
                 reason = f"{transport.label} refused the session at {exc.stage}: {describe_error(exc)} ({CAUSES[cause]})"
                 sender_problem = describe_error(exc)
             break
+        reusable = False  # until every message of the group got its answer on this session
         try:
             while pending:
                 item = pending.popleft()
@@ -248,8 +268,10 @@ def _send_group(transport: Transport, batch: list[Outgoing]) -> list[tuple[int, 
                         reason = f"not sent: {result.error}"
                         sender_problem = result.sender_problem
                     break
+            else:
+                reusable = True
         finally:
-            disconnect(smtp)
+            sessions.release(transport, smtp, keepalive=keepalive, reusable=reusable)
     # These never reached the server: a new attempt is safe.
     results.extend((item.index, SendResult(item.touch.touch_id, accepted=False, error=reason, retryable=True,
                                            sender_problem=sender_problem))

@@ -1,15 +1,24 @@
-"""SMTP transport settings, connections, and one message's delivery classified by what the server surely saw."""
+"""SMTP transport settings, connections kept between batches, and one message's delivery classified by what the
+server surely saw."""
 from __future__ import annotations
 
+import functools
 import re
 import smtplib
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_TIMEOUT = 30.0
+# Long enough to carry a session from one max_in_flight group to the next, well under the 5 minutes
+# a server waits for a command before it may close an idle connection (RFC 5321 4.5.3.2.7).
+DEFAULT_KEEPALIVE = 30.0
+# A QUIT to a server that stopped answering must not hold up a worker that is stopping.
+QUIT_TIMEOUT = 5.0
 TRANSPORT_KEYS = ("host", "port", "security", "username", "password", "timeout", "message_id_domain")
 
 
@@ -62,15 +71,24 @@ def resolve_transport(shared: Mapping[str, Any], override: Mapping[str, Any] | N
     )
 
 
-def _number(values: Mapping[str, Any], key: str, kind: type[int] | type[float], default: int | float) -> Any:
-    """Return values[key] as a positive number, or default when absent."""
-    raw = values.get(key, default)
+def resolve_keepalive(shared: Mapping[str, Any]) -> float:
+    """Return [plugins.email] keepalive_seconds: how long an idle SMTP session waits for the next batch (0: never)."""
+    return _number(shared, "keepalive_seconds", float, DEFAULT_KEEPALIVE, zero_allowed=True)
+
+
+def _number(values: Mapping[str, Any], key: str, kind: type[int] | type[float], default: int | float,
+            zero_allowed: bool = False) -> Any:
+    """Return values[key] as a positive number (or zero when allowed), or default when absent."""
+    raw = values.get(key)
+    if raw is None or raw == "":
+        raw = default
     try:
         number = kind(raw)
     except (TypeError, ValueError):
         raise TransportError(f"[plugins.email] {key} must be a number, not {raw!r}") from None
-    if number <= 0:
-        raise TransportError(f"[plugins.email] {key} must be positive, not {raw!r}")
+    if number < 0 or (number == 0 and not zero_allowed):
+        raise TransportError(f"[plugins.email] {key} must be {'zero or more' if zero_allowed else 'positive'}, "
+                             f"not {raw!r}")
     return number
 
 
@@ -93,10 +111,10 @@ def connect(transport: Transport, timeout: float | None = None) -> smtplib.SMTP:
     A refusal by the server (a reply code) is raised as SessionRefused, naming the step.
     """
     timeout = timeout or transport.timeout
-    context = ssl.create_default_context()
     try:
         if transport.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(transport.host, transport.port, timeout=timeout, context=context)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(transport.host, transport.port, timeout=timeout,
+                                                  context=tls_context(transport))
         else:
             smtp = smtplib.SMTP(transport.host, transport.port, timeout=timeout)
     except smtplib.SMTPResponseException as exc:
@@ -107,7 +125,7 @@ def connect(transport: Transport, timeout: float | None = None) -> smtplib.SMTP:
         if transport.security == "starttls":
             # starttls() raises when the server does not offer it: never fall back to plain text.
             stage = "STARTTLS"
-            smtp.starttls(context=context)
+            smtp.starttls(context=tls_context(transport))
             stage = "EHLO"
             _hello(smtp)
         if transport.username:
@@ -122,6 +140,12 @@ def connect(transport: Transport, timeout: float | None = None) -> smtplib.SMTP:
     return smtp
 
 
+@functools.lru_cache(maxsize=64)
+def tls_context(transport: Transport) -> ssl.SSLContext:
+    """Return the transport's TLS context, built the first time it is needed (it reads the CA store: ~20 ms)."""
+    return ssl.create_default_context()
+
+
 def _hello(smtp: smtplib.SMTP) -> None:
     """Say EHLO (HELO to a server that does not know EHLO); raise when the server refuses us."""
     code, reply = smtp.ehlo()
@@ -131,14 +155,127 @@ def _hello(smtp: smtplib.SMTP) -> None:
         raise smtplib.SMTPHeloError(code, reply)
 
 
-def disconnect(smtp: smtplib.SMTP) -> None:
-    """Say QUIT when the server still listens, and close the socket in every case."""
+def disconnect(smtp: smtplib.SMTP, timeout: float | None = None) -> None:
+    """Say QUIT when the server still listens (waiting at most timeout when given), and close the socket in every case."""
     try:
+        if timeout is not None and smtp.sock is not None:
+            smtp.sock.settimeout(timeout)
         smtp.quit()
     except OSError:
         pass
     finally:
         smtp.close()
+
+
+class Sessions:
+    """Logged-in SMTP sessions kept open between batches, each lent to one thread at a time.
+
+    `worker --concurrency N` runs N engines in threads on one channel, and an smtplib.SMTP is
+    not safe to share: acquire() takes a session out of the pool and release() puts it back,
+    so two threads never hold the same one. An idle session is checked with RSET before it is
+    used again, which is before any MAIL FROM: one that does not answer is dropped and a new
+    one opened, and no message is ever sent twice because of it. A timer QUITs the sessions
+    that stayed idle past their keepalive; close() QUITs the rest.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Per transport, (deadline, session) in the order they came back: the newest is taken first.
+        self._idle: dict[Transport, list[tuple[float, smtplib.SMTP]]] = {}
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def acquire(self, transport: Transport) -> smtplib.SMTP:
+        """Return an idle session of this transport that still answers, or a new one (see connect())."""
+        while (smtp := self._take(transport)) is not None:
+            if _answers(smtp):
+                return smtp
+            smtp.close()
+        return connect(transport)
+
+    def release(self, transport: Transport, smtp: smtplib.SMTP, *, keepalive: float, reusable: bool) -> None:
+        """Give a session back: kept for keepalive seconds when reusable, else closed now.
+
+        reusable is False after anything that leaves the session in doubt (a broken connection,
+        a 421, an exception in the middle of a message): such a session is closed without QUIT.
+        """
+        if not reusable:
+            smtp.close()
+            return
+        with self._lock:
+            keep = keepalive > 0 and not self._closed
+            if keep:
+                self._idle.setdefault(transport, []).append((time.monotonic() + keepalive, smtp))
+                self._schedule()
+        if not keep:
+            disconnect(smtp)
+
+    def idle(self, transport: Transport) -> int:
+        """Return how many sessions of this transport wait for a batch."""
+        with self._lock:
+            return len(self._idle.get(transport, ()))
+
+    def close(self) -> None:
+        """QUIT every idle session and keep none from now on (the channel is going away or the process ends)."""
+        with self._lock:
+            self._closed = True
+            sessions = [smtp for kept in self._idle.values() for _deadline, smtp in kept]
+            self._idle.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        for smtp in sessions:
+            disconnect(smtp, QUIT_TIMEOUT)
+
+    def _take(self, transport: Transport) -> smtplib.SMTP | None:
+        """Take the newest idle session of this transport still inside its keepalive, QUITting older expired ones."""
+        expired: list[smtplib.SMTP] = []
+        taken = None
+        with self._lock:
+            kept = self._idle.get(transport, [])
+            now = time.monotonic()
+            while kept and taken is None:
+                deadline, smtp = kept.pop()
+                if deadline > now:
+                    taken = smtp
+                else:
+                    expired.append(smtp)
+        for smtp in expired:
+            disconnect(smtp, QUIT_TIMEOUT)
+        return taken
+
+    def _schedule(self) -> None:
+        """Start the timer for the earliest deadline, unless one runs already (call with the lock held)."""
+        deadlines = [deadline for kept in self._idle.values() for deadline, _smtp in kept]
+        if self._timer is not None or not deadlines:
+            return
+        self._timer = threading.Timer(max(min(deadlines) - time.monotonic(), 0.0), self._expire)
+        self._timer.daemon = True  # never keeps a stopping worker alive; close() QUITs at exit
+        self._timer.start()
+
+    def _expire(self) -> None:
+        """QUIT the sessions whose keepalive has passed, and wait for the next deadline."""
+        expired: list[smtplib.SMTP] = []
+        with self._lock:
+            self._timer = None
+            now = time.monotonic()
+            for transport, kept in list(self._idle.items()):
+                expired.extend(smtp for deadline, smtp in kept if deadline <= now)
+                kept[:] = [(deadline, smtp) for deadline, smtp in kept if deadline > now]
+                if not kept:
+                    del self._idle[transport]
+            self._schedule()
+        for smtp in expired:
+            disconnect(smtp, QUIT_TIMEOUT)
+
+
+def _answers(smtp: smtplib.SMTP) -> bool:
+    """Tell whether an idle session still answers RSET with 250 (a 421 or a dropped connection does not)."""
+    try:
+        code, _reply = smtp.rset()
+    except OSError:
+        return False
+    return code == 250
 
 
 Outcome = Literal["accepted", "refused", "lost", "unknown"]

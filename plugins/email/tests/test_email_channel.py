@@ -142,7 +142,7 @@ def test_plugin_loads_through_its_entry_point(settings, smtp_sink: MailSink) -> 
 
 def test_config_schema_documents_every_key() -> None:
     assert set(EmailChannel.config_schema) == {
-        "host", "port", "security", "username", "password", "timeout", "message_id_domain",
+        "host", "port", "security", "username", "password", "timeout", "message_id_domain", "keepalive_seconds",
         "dkim_selector", "dkim_private_key", "dkim_private_key_file", "dkim_domain"}
 
 
