@@ -5,11 +5,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable
 
 import pytest
 import sqlalchemy as sa
 
+from sequencer import engine as engine_module
+from sequencer import hookimpl
+from sequencer.channels import OutboundTouch, SendResult
 from sequencer.clock import iso_z
 from sequencer.engine import BatchReport, Engine
 from sequencer.mailsink import MailSink, SinkHandler
@@ -27,6 +31,7 @@ from sequencer.testing.world import (
     touches,
     utc,
 )
+from tests.support.channels import FakeSms
 
 ONE_EMAIL = 'name = "one"\n' + ALWAYS_OPEN + """
 [[steps]]
@@ -825,3 +830,182 @@ def test_out_of_office_pause_resumes_after_resume_at(cli, runtime, clock, tmp_pa
     assert recipients(smtp_sink) == ["ann@corp.example"]
     done = enrollment_of(runtime, "ann@corp.example")
     assert (done.state, done.paused_reason, done.resume_at) == ("finished", None, None)
+
+
+# -- channels as they declare themselves: texts, calls, consent, contact hours, deferral -------------
+
+
+def test_the_engine_spells_no_channel_name() -> None:
+    """Everything that differs between channels comes from their declarations (sequencer.channels.Channel)."""
+    source = Path(engine_module.__file__).read_text(encoding="utf-8")
+    assert re.findall(r'"(?:email|sms|voice|task|call)"', source) == []
+    assert "TASK_KIND" not in source
+
+
+class ScriptedSms(FakeSms):
+    """A texting channel that gives the scripted results first (None: accept), then accepts."""
+
+    def __init__(self, *results: Callable[[OutboundTouch], SendResult] | None) -> None:
+        self.results = list(results)
+        self.sent: list[OutboundTouch] = []
+
+    def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
+        answers = []
+        for touch in touches:
+            script = self.results.pop(0) if self.results else None
+            if script is None:
+                self.sent.append(touch)
+                answers.append(SendResult(touch.touch_id, accepted=True, provider_id=f"SM{touch.touch_id}"))
+            else:
+                answers.append(script(touch))
+        return answers
+
+
+class Texter:
+    def __init__(self, channel: ScriptedSms) -> None:
+        self.channel = channel
+
+    @hookimpl
+    def register_channels(self, register) -> None:  # noqa: ANN001
+        register(self.channel)
+
+
+@pytest.fixture
+def texts(runtime):
+    """Install a texting channel for the test; `texts(*results)` scripts its answers."""
+    def install(*results: Callable[[OutboundTouch], SendResult] | None) -> ScriptedSms:
+        channel = ScriptedSms(*results)
+        runtime.plugins.add_plugin(Texter(channel), "texter")
+        return channel
+
+    yield install
+    if "texter" in runtime.plugins.names():
+        runtime.plugins.remove_plugin("texter")
+
+
+TEXT_THEN_CALL = 'name = "phone"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "text"
+channel = "sms"
+body = "Hi {{ lead.first_name }}, a quick question. Reply STOP to opt out."
+
+[[steps]]
+key = "call"
+channel = "voice"
+action = "manual"
+body = "Call {{ lead.first_name }}."
+"""
+NEW_YORK_PHONE = "+12125550100"  # America/New_York: 14:00 UTC on 2 March is 09:00 there
+
+
+def phone_lead(cli, tmp_path, clock, *, consent: bool = True) -> None:
+    team(cli)
+    apply(cli, tmp_path, TEXT_THEN_CALL)
+    enroll_csv(cli, tmp_path, [f"pat@corp.example,{NEW_YORK_PHONE},Pat,{REP}"], "phone", clock.now(),
+               header="email,phone,first_name,owner")
+    if consent:
+        cli("consent", "add", "pat@corp.example", "--channel", "sms", "--source", "web form",
+            now=iso_z(clock.now()))
+
+
+def test_a_text_goes_from_the_owner_not_the_mailbox_and_a_manual_call_follows(cli, runtime, clock, tmp_path,
+                                                                             texts) -> None:
+    channel = texts()
+    phone_lead(cli, tmp_path, clock)
+    report = Engine(runtime).run_until_idle()
+    assert (report.sent, report.tasks) == (1, 1)
+    [sent] = channel.sent
+    assert sent.to_phone == NEW_YORK_PHONE and sent.message_id is None and sent.thread_id is None
+    # The plugin picks the number; the core says whose lead it is.
+    assert sent.sender is not None and sent.sender.transport == {} and sent.sender.owner_id is not None
+    with runtime.session() as s:
+        [task] = s.scalars(sa.select(Task)).all()
+    assert (task.kind, task.title, task.priority) == ("call", "Call Pat", 30)
+
+
+def test_a_text_without_consent_waits_and_resumes_when_consent_is_added(cli, runtime, clock, tmp_path,
+                                                                        texts) -> None:
+    channel = texts()
+    phone_lead(cli, tmp_path, clock, consent=False)
+    assert Engine(runtime).run_until_idle().paused == 1
+    enrollment = enrollment_of(runtime, "pat@corp.example")
+    assert (enrollment.state, enrollment.paused_reason) == ("paused", "no_consent")
+    assert channel.sent == [] and touches(runtime) == []
+
+    cli("consent", "add", "pat@corp.example", "--channel", "sms", "--source", "signed form", now=iso_z(clock.now()))
+    assert Engine(runtime).run_until_idle().sent == 1
+    assert [t.to_phone for t in channel.sent] == [NEW_YORK_PHONE]
+
+
+def test_a_text_waits_for_contact_hours_but_a_reps_call_task_opens_at_night(cli, runtime, clock, tmp_path,
+                                                                             texts) -> None:
+    channel = texts()
+    clock.set(utc("2026-03-03T02:30:00Z"))  # 21:30 in New York
+    phone_lead(cli, tmp_path, clock, consent=False)
+    with runtime.session() as s:
+        s.execute(sa.update(Enrollment).values(step_position=1))  # at the call: a rep's, no consent needed
+    assert Engine(runtime).run_until_idle().tasks == 1
+
+    cli("consent", "add", "pat@corp.example", "--channel", "sms", "--source", "web form", now=iso_z(clock.now()))
+    with runtime.session() as s:
+        s.execute(sa.update(Enrollment).values(step_position=0, state="active", next_due_at=clock.now()))
+    assert Engine(runtime).run_until_idle().deferred == 1
+    assert channel.sent == []
+    assert enrollment_of(runtime, "pat@corp.example").next_due_at == utc("2026-03-03T13:00:00Z")  # 08:00 EST
+    clock.set(utc("2026-03-03T13:00:00Z"))
+    assert Engine(runtime).run_until_idle().sent == 1
+
+
+def test_a_providers_deferral_waits_without_using_an_attempt(cli, runtime, clock, tmp_path, texts) -> None:
+    # The provider asks us to come back at 21:30 New York time: outside contact hours.
+    later = utc("2026-03-03T02:30:00Z")
+    channel = texts(lambda t: SendResult(t.touch_id, accepted=False, error="HTTP 429 Too Many Requests",
+                                         defer_until=later))
+    phone_lead(cli, tmp_path, clock)
+    report = Engine(runtime).run_until_idle()
+    assert (report.sent, report.deferred, report.retried, report.failed) == (0, 1, 0, 0)
+    [touch] = touches(runtime)
+    assert touch.status == "pending" and "deferred by the provider until 2026-03-03T02:30:00Z" in touch.error
+    assert attempts(runtime) == []
+    enrollment = enrollment_of(runtime, "pat@corp.example")
+    # Moved into contact hours: 08:00 in New York.
+    assert (enrollment.state, enrollment.next_due_at) == ("active", utc("2026-03-03T13:00:00Z"))
+
+    clock.set(utc("2026-03-03T13:00:00Z"))
+    assert Engine(runtime).run_until_idle().sent == 1
+    assert [a.number for a in attempts(runtime)] == [1]
+    assert [t.touch_id for t in channel.sent] == [touch.id]
+
+
+def test_a_number_that_cannot_take_texts_is_suppressed_for_texts_and_the_cadence_goes_on(
+        cli, runtime, clock, tmp_path, texts) -> None:
+    texts(lambda t: SendResult(t.touch_id, accepted=False, error="Twilio error 21614: not a mobile number",
+                               recipient_problem="unable_sms"))
+    phone_lead(cli, tmp_path, clock)
+    report = Engine(runtime).run_until_idle()
+    assert (report.failed, report.exited, report.tasks) == (1, 0, 1)
+    [text, call] = touches(runtime)
+    assert (text.status, call.step_key) == ("failed", "call")
+    with runtime.session() as s:
+        rows = s.execute(sa.select(Suppression.kind, Suppression.value, Suppression.channel)).all()
+        lead = s.scalars(sa.select(Lead)).one()
+    assert rows == [("phone", NEW_YORK_PHONE, "sms")]
+    assert not lead.phone_wrong and lead.opted_out_at is None
+    assert enrollment_of(runtime, "pat@corp.example").state == "waiting_task"
+
+
+@pytest.mark.parametrize(("problem", "state", "suppressed"), [
+    ("opted_out", "opted_out", {("phone", NEW_YORK_PHONE, "all"), ("email", "pat@corp.example", "all")}),
+    ("invalid_address", "bounced", {("phone", NEW_YORK_PHONE, "all")}),
+])
+def test_a_recipient_problem_on_a_text_acts_on_the_phone(cli, runtime, clock, tmp_path, texts, problem, state,
+                                                         suppressed) -> None:
+    texts(lambda t: SendResult(t.touch_id, accepted=False, error="refused", recipient_problem=problem))
+    phone_lead(cli, tmp_path, clock)
+    assert Engine(runtime).run_until_idle().exited == 1
+    with runtime.session() as s:
+        rows = set(s.execute(sa.select(Suppression.kind, Suppression.value, Suppression.channel)).all())
+        lead = s.scalars(sa.select(Lead)).one()
+    assert rows == suppressed
+    assert lead.phone_wrong == (problem == "invalid_address") and not lead.email_invalid
+    assert enrollment_of(runtime, "pat@corp.example").state == state
