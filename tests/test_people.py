@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from sequencer.models import AuditEntry, Mailbox
+from sequencer.models import AuditEntry, Mailbox, User
 from sequencer.users import (
     PeopleError,
+    authenticate,
     add_mailbox,
     add_user,
     find_user,
@@ -28,12 +29,13 @@ def test_users_add_and_list(cli) -> None:
     users = json.loads(cli("users", "list", "--format", "json").output)
     assert users == [
         {"id": users[0]["id"], "email": "ana@example.com", "name": "Ana Lopez", "role": "admin",
-         "timezone": "Europe/Madrid", "phone": "+34912345678"},
+         "timezone": "Europe/Madrid", "phone": "+34912345678", "locale": "en", "active": True, "password": False},
         {"id": users[1]["id"], "email": "rep@example.com", "name": "", "role": "rep", "timezone": "UTC",
-         "phone": None},
+         "phone": None, "locale": "en", "active": True, "password": False},
     ]
     table = cli("users", "list").output.splitlines()
-    assert table[0].split() == ["ID", "EMAIL", "NAME", "ROLE", "TIMEZONE", "PHONE"] and len(table) == 3
+    assert table[0].split() == ["ID", "EMAIL", "NAME", "ROLE", "TIMEZONE", "PHONE", "LOCALE", "ACTIVE",
+                                "PASSWORD"] and len(table) == 3
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -47,6 +49,64 @@ def test_users_add_errors_name_the_problem(cli, args: list[str], message: str) -
     cli("users", "add", "ana@example.com", "--role", "admin")
     result = cli("users", "add", *args, expect=2 if "boss" in args else 1)
     assert message in result.output
+
+
+def user_row(runtime, email: str) -> User:
+    with runtime.session() as session:
+        return find_user(session, email)
+
+
+def test_users_add_and_set_with_a_password_from_stdin(cli, runtime) -> None:
+    assert cli("users", "add", "rep@example.com", "--role", "rep", "--locale", "ru", "--password-stdin",
+               input="first password\n").output == "user rep@example.com added (rep)\n"
+    user = user_row(runtime, "rep@example.com")
+    assert user.password_hash.startswith("scrypt:") and "first password" not in user.password_hash
+    assert user.locale == "ru" and user.active
+    output = cli("users", "set", "REP@example.com", "--role", "ops", "--phone", "+1 212 555 0199", "--timezone",
+                 "asia/tokyo", "--locale", "en", "--password-stdin", input="second password\n").output
+    assert output == "user rep@example.com: changed role, phone, timezone, locale, password\n"
+    user = user_row(runtime, "rep@example.com")
+    assert (user.role.value, user.phone, user.timezone, user.locale) == ("ops", "+12125550199", "Asia/Tokyo", "en")
+    with runtime.session() as session:
+        assert authenticate(session, "rep@example.com", "second password", now=runtime.now()) is not None
+        assert authenticate(session, "rep@example.com", "first password", now=runtime.now()) is None
+    assert cli("users", "set", "rep@example.com", "--deactivate").output == "user rep@example.com: changed active\n"
+    with runtime.session() as session:
+        assert authenticate(session, "rep@example.com", "second password", now=runtime.now()) is None
+    assert cli("users", "set", "rep@example.com", "--activate", "--phone", "").output == \
+        "user rep@example.com: changed phone, active\n"
+    assert user_row(runtime, "rep@example.com").phone is None
+    assert cli("users", "set", "rep@example.com", "--role", "ops").output == "user rep@example.com: nothing to change\n"
+    with runtime.session() as session:
+        audits = [e.detail for e in session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "user.set"))]
+    assert audits[0]["changed"] == ["role", "phone", "timezone", "locale", "password"]
+    assert "second password" not in json.dumps(audits) and "scrypt" not in json.dumps(audits)
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (["nobody@example.com", "--role", "ops"], None, "no user nobody@example.com"),
+    (["rep@example.com", "--timezone", "Mars/Olympus"], None, "time zone 'Mars/Olympus' is unknown"),
+    (["rep@example.com", "--password-stdin"], "short\n", "the password has 5 characters; use at least 8"),
+    (["rep@example.com", "--password-stdin"], "", "--password-stdin read no password"),
+])
+def test_users_set_errors_name_the_problem_and_change_nothing(cli, runtime, args, stdin, message) -> None:
+    cli("users", "add", "rep@example.com", "--role", "rep")
+    result = cli("users", "set", *args, "--role", "admin", input=stdin, expect=1)
+    assert message in result.output
+    assert user_row(runtime, "rep@example.com").role.value == "rep"
+
+
+def test_demo_load_prints_who_can_sign_in(cli, runtime) -> None:
+    from sequencer.demo import DEMO_PASSWORD
+    from sequencer.testing import REPO
+
+    output = cli("demo", "load", "--dir", str(REPO / "demo")).output
+    assert f"with password {DEMO_PASSWORD} as:" in output
+    for line in ("admin@demo.example (admin)", "ops@demo.example (ops)", "rita@demo.example (rep)",
+                 "ivan@demo.example (rep)"):
+        assert f"  {line}\n" in output
+    with runtime.session() as session:
+        assert authenticate(session, "ivan@demo.example", DEMO_PASSWORD, now=runtime.now()) is not None
 
 
 def test_find_user_is_case_insensitive(runtime) -> None:

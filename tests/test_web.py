@@ -1,19 +1,24 @@
-"""The web app: factory, /healthz, the overview and the RFC 8058 unsubscribe flow, on SQLite and PostgreSQL."""
+"""The web app: factory, /healthz, Today, the lead page, the overview and the RFC 8058 unsubscribe flow."""
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from sequencer import hookimpl, optouts
 from sequencer.config import load_settings
+from sequencer.consent import add_consent
 from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Suppression, Task, Touch
 from sequencer.runtime import Runtime
 from sequencer.web import create_app
+from sequencer.web.times import for_both, overdue, wall
+from sequencer.web.today import arrange
 from sequencer.web.unsubscribe import mask_email, mask_phone
 from sequencer.testing import TEST_SECRET_KEY
-from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture  # noqa: F401 - fixtures
+from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture, make_lead  # noqa: F401
+from tests.support.web import make_user, signed_in
 
 
 def unsubscribe_path(runtime, lead_id: int) -> str:
@@ -95,7 +100,8 @@ def test_healthz_reports_an_unreachable_database(settings, clock, tmp_path) -> N
     assert "OperationalError" in response.json["database"]
 
 
-def test_overview_shows_cadences_and_counts_but_nothing_about_a_lead(runtime, client, lead_id) -> None:
+def test_overview_shows_cadences_and_counts_but_nothing_about_a_lead(runtime, app, lead_id) -> None:
+    client = signed_in(app, runtime, make_user(runtime, "ops@ops-team.example", "ops"))
     now = runtime.now()
     with runtime.session() as session:
         cadence = session.scalars(sa.select(Cadence).where(Cadence.name == "Outbound Q2")).one()
@@ -113,7 +119,7 @@ def test_overview_shows_cadences_and_counts_but_nothing_about_a_lead(runtime, cl
         session.flush()
         session.add(Task(lead_id=lead_id, touch_id=touch.id, kind="reply", title="Reply from Janet Doerinsky",
                          due_at=now, created_at=now))
-    response = client.get("/")
+    response = client.get("/overview")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert "Outbound Q2" in page
@@ -121,17 +127,20 @@ def test_overview_shows_cadences_and_counts_but_nothing_about_a_lead(runtime, cl
     assert "active</span> 1" in page  # enrollments by state
     assert "sent</span> 1" in page  # touches by channel and status
     assert "Open tasks: 1" in page
-    # No login yet: nothing that names, reaches or quotes a lead.
+    # Aggregates only: nothing that names, reaches or quotes a lead.
     for private in ("Jane.Doe", "example.com", "Janet", "Doerinsky", "2125550199", "Acme Widgets",
                     "Widget plan", "Hi Janet"):
         assert private.lower() not in page.lower(), private
-    assert "/static/sequencer.css" in page
-    with client.get("/static/sequencer.css") as css:
-        assert css.status_code == 200 and b"font-family" in css.data
+    assert "/static/sequencer.css" in page and "/static/vendor/pico-2.1.1.min.css" in page
+    for path, content in (("/static/sequencer.css", b"--pico-"), ("/static/vendor/pico-2.1.1.min.css", b"Pico CSS"),
+                          ("/static/vendor/htmx-2.0.8.min.js", b"htmx"), ("/static/sequencer.js", b"X-CSRFToken")):
+        with client.get(path) as asset:
+            assert asset.status_code == 200 and content in asset.data, path
 
 
-def test_overview_without_data(client) -> None:
-    page = client.get("/").get_data(as_text=True)
+def test_overview_without_data(runtime, app) -> None:
+    client = signed_in(app, runtime, make_user(runtime, "admin@example.com", "admin"))
+    page = client.get("/overview").get_data(as_text=True)
     assert "No cadences yet" in page and "No touches yet" in page
 
 
@@ -225,3 +234,147 @@ def test_masking() -> None:
     assert mask_email("x@a.io") == "x***@a.io"
     assert mask_phone("+14155552671") == "**********71"
     assert mask_phone(None) == "your contact details"
+
+
+# Today and the lead page. The clock is Monday 2 March 2026, 14:00 UTC: 09:00 in New York, 15:00 in Berlin.
+
+def add_task(session, now, owner_id, lead_id, kind, due_at, *, state="open", title=None) -> int:
+    task = Task(owner_id=owner_id, lead_id=lead_id, kind=kind, title=title or f"{kind} task", due_at=due_at,
+                state=state, created_at=now - timedelta(days=3))
+    session.add(task)
+    session.flush()
+    return task.id
+
+
+def owned_lead(session, now, owner_id, email, *, zone=None, name=None, opted_out=False) -> Lead:
+    lead = make_lead(session, now, email=email, enroll_in=())
+    lead.owner_id, lead.timezone, lead.first_name = owner_id, zone, name
+    lead.opted_out_at = now if opted_out else None
+    return lead
+
+
+@pytest.fixture
+def day(runtime):
+    """Rita's day (New York) with tasks of each kind, and Ivan's (another rep)."""
+    now = runtime.now()
+    rita = make_user(runtime, "rita@example.com", "rep", timezone="America/New_York")
+    ivan = make_user(runtime, "ivan@example.com", "rep", timezone="Europe/Moscow")
+    with runtime.session() as session:
+        berlin = owned_lead(session, now, rita, "b@example.com", zone="Europe/Berlin", name="Bertha")
+        replied = owned_lead(session, now, rita, "r@example.com", name="Rosa")
+        quiet = owned_lead(session, now, rita, "q@example.com", name="Quinn")
+        gone = owned_lead(session, now, rita, "gone@example.com", name="Gone", opted_out=True)
+        theirs = owned_lead(session, now, ivan, "i@example.com", name="Igor")
+        session.add(InboundEvent(kind="reply", channel="email", received_at=now, lead_id=replied.id,
+                                 summary="Sounds good"))
+        ids = {
+            "call_old": add_task(session, now, rita, berlin.id, "call", now - timedelta(days=2)),
+            "call_replied": add_task(session, now, rita, replied.id, "call", now + timedelta(hours=1)),
+            "email": add_task(session, now, rita, quiet.id, "email", now - timedelta(hours=1)),
+            "sms": add_task(session, now, rita, quiet.id, "sms", now + timedelta(hours=3)),
+            "reply": add_task(session, now, rita, replied.id, "reply", now),
+            "todo": add_task(session, now, rita, quiet.id, "task", now - timedelta(minutes=30)),
+            # Not on Rita's page: tomorrow in New York, done, an opted-out lead, Ivan's.
+            "tomorrow": add_task(session, now, rita, quiet.id, "call", now + timedelta(hours=16)),
+            "done": add_task(session, now, rita, quiet.id, "call", now, state="done"),
+            "gone": add_task(session, now, rita, gone.id, "call", now),
+            "ivans": add_task(session, now, ivan, theirs.id, "call", now, title="Igor's call"),
+        }
+    return {"rita": rita, "ivan": ivan, "berlin": berlin.id, "replied": replied.id, "theirs": theirs.id,
+            "tasks": ids}
+
+
+def rows_of(page: str) -> list[int]:
+    return [int(m) for m in re.findall(r'<tr data-task="(\d+)">', page)]
+
+
+def test_today_groups_orders_and_counts_a_reps_tasks(runtime, app, day) -> None:
+    response = signed_in(app, runtime, day["rita"]).get("/")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    t = day["tasks"]
+    # Calls: the lead who replied first, though due later; then the rest by how overdue.
+    assert rows_of(page) == [t["call_replied"], t["call_old"], t["email"], t["sms"], t["reply"], t["todo"]]
+    for key, count in (("call", 2), ("email", 1), ("sms", 1), ("other", 2)):
+        assert re.search(rf'id="count-{key}">\w+ <strong>{count}</strong>', page), key
+    assert "6 open tasks overdue or due today (America/New_York)" in page
+    assert "Igor" not in page and "Gone" not in page
+    assert f'href="/leads/{day["berlin"]}">Bertha</a>' in page and f'href="/tasks/{t["call_old"]}"' in page
+    # Two days overdue: Saturday 09:00 in New York, 15:00 in Berlin.
+    assert "Sat 09:00 for you, 15:00 for the lead" in page and "2 d overdue" in page
+    assert page.count(">replied</mark>") == 2
+
+
+def test_ops_see_their_own_day_and_pick_a_reps(runtime, app, day) -> None:
+    ops = make_user(runtime, "ops@example.com", "ops")
+    client = signed_in(app, runtime, ops)
+    page = client.get("/").get_data(as_text=True)
+    assert rows_of(page) == [] and 'name="rep"' in page and "rita@example.com (rep)" in page
+    page = client.get(f"/?rep={day['ivan']}").get_data(as_text=True)
+    assert rows_of(page) == [day["tasks"]["ivans"]] and "Today for ivan@example.com" in page
+    bad = client.get("/?rep=nobody")
+    assert bad.status_code == 400
+    assert 'id="rep-error" class="error">There is no active user &#39;nobody&#39;' in bad.get_data(as_text=True)
+    # A rep has no picker and cannot ask for another rep's day.
+    rep = signed_in(app, runtime, day["rita"])
+    assert 'name="rep"' not in rep.get("/").get_data(as_text=True)
+    assert rep.get(f"/?rep={day['ivan']}").status_code == 404
+
+
+def test_a_rep_gets_404_for_another_reps_lead_or_task(runtime, app, day) -> None:
+    rita = signed_in(app, runtime, day["rita"])
+    assert rita.get(f"/leads/{day['theirs']}").status_code == 404
+    assert rita.get(f"/tasks/{day['tasks']['ivans']}").status_code == 404
+    assert rita.get("/leads/999999").status_code == 404  # the same answer as for a lead that does not exist
+    assert rita.get(f"/leads/{day['berlin']}").status_code == 200
+    ops = signed_in(app, runtime, make_user(runtime, "ops@example.com", "ops"))
+    assert ops.get(f"/leads/{day['theirs']}").status_code == 200
+    assert "Igor&#39;s call" in ops.get(f"/tasks/{day['tasks']['ivans']}").get_data(as_text=True)
+
+
+def test_lead_page_shows_the_card_and_the_timeline(runtime, app, day) -> None:
+    now = runtime.now()
+    with runtime.session() as session:
+        lead = session.get(Lead, day["berlin"])
+        lead.company, lead.title, lead.custom = "Acme GmbH", "Head of Sales", {"plan": "Enterprise", "seats": 40}
+        add_consent(session, lead, "sms", "web form", now - timedelta(days=10), now, "ops@example.com")
+    page = signed_in(app, runtime, day["rita"]).get(f"/leads/{day['berlin']}").get_data(as_text=True)
+    assert "Head of Sales at Acme GmbH" in page
+    assert "Mon 15:00 (Europe/Berlin)" in page  # the lead's time now
+    assert "<dt>plan</dt><dd>Enterprise</dd>" in page and "<dt>seats</dt><dd>40</dd>" in page
+    assert "<strong>sms</strong>: web form" in page
+    # Timeline: the tasks made three days ago and the consent, in Rita's time beside Bertha's.
+    assert "Fri 09:00 for you, 15:00 for the lead" in page
+    assert page.count(">task <span") == 1 and ">consent <span" in page
+
+
+def test_bad_input_never_500s(runtime, app, day) -> None:
+    client = signed_in(app, runtime, day["rita"])
+    assert client.get("/leads/abc").status_code == 404
+    assert client.get("/?rep=%00").status_code == 404  # a rep's own day only
+
+
+def test_times_for_the_viewer_and_the_lead() -> None:
+    at = datetime(2026, 3, 3, 9, 5, tzinfo=timezone.utc)  # a Tuesday
+    now = at
+    assert for_both(at, "UTC", ("Europe/Moscow",), now) == "Tue 09:05 for you, 12:05 for the lead"
+    assert for_both(at, "UTC", ("Asia/Tokyo",), now) == "Tue 09:05 for you, 18:05 for the lead"
+    assert for_both(at, "America/Los_Angeles", ("Asia/Tokyo",), now) == "Tue 01:05 for you, 18:05 for the lead"
+    early = at - timedelta(hours=7)  # Tuesday 11:05 in Tokyo is still Monday in Los Angeles
+    assert for_both(early, "Asia/Tokyo", ("America/Los_Angeles",), now) == "Tue 11:05 for you, Mon 18:05 for the lead"
+    assert for_both(at, "UTC", ("Europe/London",), now) == "Tue 09:05"  # the same wall clock
+    assert for_both(at, "UTC", ("Europe/Paris", "America/New_York"), now) == "Tue 09:05"  # zone not known
+    assert wall(at - timedelta(days=10), "UTC", now) == "Sat 21 Feb 09:05"
+    assert overdue(at - timedelta(days=3, hours=1), now) == "3 d overdue"
+    assert overdue(at - timedelta(minutes=20), now) == "20 min overdue" and overdue(at, now) == "due"
+
+
+def test_arrange_keeps_every_group_in_order() -> None:
+    at = datetime(2026, 3, 3, tzinfo=timezone.utc)
+    tasks = [{"id": i, "kind": kind, "replied": replied, "due_at": at + timedelta(hours=h), "priority": 0}
+             for i, (kind, replied, h) in enumerate([("call", False, -5), ("alert", False, 0), ("call", True, 2),
+                                                     ("voicemail", False, -1), ("call", False, -9)])]
+    groups = arrange(tasks)
+    assert [g.key for g in groups] == ["call", "email", "sms", "other"]
+    assert [t["id"] for t in groups[0].tasks] == [2, 4, 0]
+    assert [t["id"] for t in groups[3].tasks] == [3, 1] and groups[1].tasks == []

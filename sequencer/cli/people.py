@@ -1,6 +1,7 @@
 """`sequencer users ...` and `sequencer mailboxes ...`: the team and the addresses it sends from."""
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -8,6 +9,7 @@ import click
 from sequencer import audit
 from sequencer.cli.base import CliState, UserError, emit, format_option, pass_state
 from sequencer.users import (
+    LOCALES,
     ROLES,
     PeopleError,
     add_mailbox,
@@ -16,6 +18,7 @@ from sequencer.users import (
     list_mailboxes,
     list_users,
     release_mailbox,
+    set_user,
 )
 
 if TYPE_CHECKING:
@@ -32,37 +35,87 @@ def users() -> None:
     """Users: admins, ops and reps."""
 
 
+ROLE_HELP = ("admin manages plugins, users and suppressions; ops manages cadences; "
+             "rep works their own leads and tasks.")
+password_stdin_option = click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the sign-in password from the first line of standard input (never from the command line, "
+         "where other users and the shell history would see it).")
+
+
 @users.command("add")
 @click.argument("email")
-@click.option("--role", required=True, type=click.Choice(ROLES), help="admin manages plugins, users and "
-              "suppressions; ops manages cadences; rep works their own leads and tasks.")
+@click.option("--role", required=True, type=click.Choice(ROLES), help=ROLE_HELP)
 @click.option("--name", default="", help="Full name.")
 @click.option("--timezone", "zone", default="UTC", show_default=True, help="IANA time zone, like Europe/Berlin.")
 @click.option("--phone", default=None, help="Phone in international form (+...).")
+@click.option("--locale", type=click.Choice(LOCALES), default="en", show_default=True,
+              help="Language of the web pages.")
+@password_stdin_option
 @pass_state
-def users_add(state: CliState, email: str, role: str, name: str, zone: str, phone: str | None) -> None:
-    """Add a user."""
+def users_add(state: CliState, email: str, role: str, name: str, zone: str, phone: str | None, locale: str,
+              password_stdin: bool) -> None:
+    """Add a user; without --password-stdin they cannot sign in until `users set --password-stdin`."""
+    password = _read_password() if password_stdin else None
     rt = state.runtime()
     with rt.session() as session:
         try:
-            user = add_user(session, email, role, name=name, timezone=zone, phone=phone, now=rt.now())
+            user = add_user(session, email, role, name=name, timezone=zone, phone=phone, locale=locale,
+                            password=password, now=rt.now())
         except PeopleError as exc:
             raise UserError(str(exc)) from None
         audit.record(session, actor=audit.cli_actor(), action="user.add", object_type="user", object_id=user.id,
-                     at=rt.now(), email=user.email, role=role)
+                     at=rt.now(), email=user.email, role=role, can_sign_in=password is not None)
     click.echo(f"user {user.email} added ({role})")
+
+
+@users.command("set")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), default=None, help=ROLE_HELP)
+@click.option("--phone", default=None, help="Phone in international form (+...); \"\" removes it.")
+@click.option("--timezone", "zone", default=None, help="IANA time zone, like Europe/Berlin.")
+@click.option("--locale", type=click.Choice(LOCALES), default=None, help="Language of the web pages.")
+@password_stdin_option
+@click.option("--deactivate/--activate", "deactivate", default=None,
+              help="A deactivated user cannot sign in (their sessions end) but keeps their history.")
+@pass_state
+def users_set(state: CliState, email: str, role: str | None, phone: str | None, zone: str | None,
+              locale: str | None, password_stdin: bool, deactivate: bool | None) -> None:
+    """Change a user's role, phone, time zone, language or password, or (de)activate them."""
+    password = _read_password() if password_stdin else None
+    rt = state.runtime()
+    with rt.session() as session:
+        try:
+            user, changed = set_user(session, email, role=role, phone=phone, timezone=zone, locale=locale,
+                                     password=password, active=None if deactivate is None else not deactivate)
+        except (PeopleError, LookupError) as exc:
+            raise UserError(str(exc)) from None
+        if changed:
+            # The audit names what changed, never the password or its hash.
+            audit.record(session, actor=audit.cli_actor(), action="user.set", object_type="user",
+                         object_id=user.id, at=rt.now(), email=user.email, changed=changed,
+                         **{f: str(getattr(user, f)) for f in changed if f != "password"})
+    click.echo(f"user {user.email}: " + (f"changed {', '.join(changed)}" if changed else "nothing to change"))
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UserError("--password-stdin read no password; pipe it in, e.g. `printf '%s' \"$PW\" | sequencer ...`")
+    return password
 
 
 @users.command("list")
 @format_option
 @pass_state
 def users_list(state: CliState, fmt: str) -> None:
-    """List users: id, email, name, role, time zone, phone."""
+    """List users: id, email, name, role, time zone, phone, language, active, whether they can sign in."""
     rt = state.runtime()
     with rt.session() as session:
         rows = [{"id": u.id, "email": u.email, "name": u.name, "role": u.role.value, "timezone": u.timezone,
-                 "phone": u.phone} for u in list_users(session)]
-    emit(rows, fmt, ["id", "email", "name", "role", "timezone", "phone"])
+                 "phone": u.phone, "locale": u.locale, "active": u.active,
+                 "password": u.password_hash is not None} for u in list_users(session)]
+    emit(rows, fmt, ["id", "email", "name", "role", "timezone", "phone", "locale", "active", "password"])
 
 
 @click.group()

@@ -114,9 +114,12 @@ def demo() -> None:
 @pass_state
 def demo_load(state: CliState, demo_dir: Path | None) -> None:
     """Load users, mailboxes, two cadences and enrolled leads (safe to run again)."""
-    from sequencer.demo import load_demo
+    from sequencer.demo import DEMO_PASSWORD, load_demo
 
     rt = state.runtime()
     report = load_demo(rt, demo_dir or rt.settings.path.parent)
     click.echo(f"demo: {report.users} users, {report.cadences} cadences applied, {report.leads} new leads, "
                f"{report.enrolled} enrollments")
+    click.echo(f"sign in at {rt.settings.web.base_url}/login with password {DEMO_PASSWORD} as:")
+    for email, role in report.logins:
+        click.echo(f"  {email} ({role})")

@@ -29,12 +29,14 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.extensions[EXTENSION] = runtime
 
     # Imported here because the blueprint modules import get_runtime from this package.
-    from sequencer.web import health, overview, unsubscribe
+    from sequencer.web import auth, health, leads, overview, security, times, today, unsubscribe
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(overview.bp)
-    app.register_blueprint(unsubscribe.bp)
+    for module in (health, auth, today, leads, overview, unsubscribe):
+        app.register_blueprint(module.bp)
     runtime.plugins.hook.register_blueprints(app=app)
+    # After every blueprint, plugins' included: the CSRF exemptions are read from the finished url_map.
+    security.init_app(app, runtime)
+    app.jinja_env.globals.update(wall=times.wall)
 
     if start_scheduler:
         # Imported only here: the WSGI entry point and tests never pull in APScheduler.

@@ -1,9 +1,4 @@
-"""/: a read-only overview of cadences and what went out, in aggregate counts only.
-
-There is no login yet (UI auth is a later issue), so this page shows nothing about any one
-lead: no names, addresses, phone numbers or subjects, only counts. It must never gain a
-form, an action or a per-lead row before authentication is in place.
-"""
+"""/overview (ops and admins): a read-only overview of cadences and what went out, in aggregate counts."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -12,8 +7,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import Blueprint, render_template
 
-from sequencer.models import Cadence, Enrollment, Task, Touch
+from sequencer.models import Cadence, Enrollment, Role, Task, Touch
 from sequencer.web import get_runtime
+from sequencer.web.security import requires
 
 bp = Blueprint("overview", __name__)
 
@@ -21,7 +17,8 @@ bp = Blueprint("overview", __name__)
 TOUCH_WINDOW = timedelta(days=7)
 
 
-@bp.get("/")
+@bp.get("/overview")
+@requires(Role.ops)
 def index() -> str:
     """Show each cadence's latest version with enrollment counts by state, touch counts and open tasks."""
     runtime = get_runtime()
