@@ -43,7 +43,9 @@ def enroll_leads(session: so.Session, *, lead_ids: list[int], cadence_name: str,
             Enrollment.state.in_(LIVE_STATES))))
         blocked: dict[int, str] = {}
         for channel in channels:
-            for lead_id, reason in suppressions.blocked_leads(session, leads, channel if channel != "task" else "all").items():
+            # A channel suppressions have no scope of (a to-do) is blocked only by those on all channels.
+            scope = channel if channel in suppressions.CHANNELS else "all"
+            for lead_id, reason in suppressions.blocked_leads(session, leads, scope).items():
                 blocked.setdefault(lead_id, reason)
         mailboxes = _owner_mailboxes(session, {lead.owner_id for lead in leads if lead.owner_id})
         rows = []
