@@ -291,6 +291,10 @@ class Touch(Base):
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     outcome: so.Mapped[str | None] = so.mapped_column(sa.String(50))
     notes: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # The call script of a call task and its version (sequencer.scripts.script_version), so
+    # call stats group by the wording the rep had.
+    script_key: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    script_version: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     due_at: so.Mapped[datetime | None]
     sent_at: so.Mapped[datetime | None]
     retry_at: so.Mapped[datetime | None]
@@ -336,6 +340,35 @@ class Task(Base):
     lead: so.Mapped[Lead | None] = so.relationship(lazy="raise")
     owner: so.Mapped[User | None] = so.relationship(lazy="raise")
     touch: so.Mapped[Touch | None] = so.relationship(lazy="raise")
+
+
+class Call(Base):
+    """One call a rep logged (a call task done with an outcome): what `calls stats` counts.
+
+    Copied from the task and its touch when the call is logged, so stats read one table. It
+    holds no personal data (notes stay on the task) and outlives an erased lead.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (sa.Index("ix_calls_script_key_script_version", "script_key", "script_version"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    task_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("tasks.id", ondelete="SET NULL"), unique=True)
+    touch_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("touches.id", ondelete="SET NULL"))
+    lead_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("leads.id", ondelete="SET NULL"), index=True)
+    rep_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    cadence_name: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
+    script_key: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    script_version: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    outcome: so.Mapped[str] = so.mapped_column(sa.String(50))
+    logged_at: so.Mapped[datetime] = so.mapped_column(index=True)
+
+
+class CallObjection(Base):
+    """An objection raised on a call, by key: a row each, so SQL counts them and the calls that still met."""
+
+    __tablename__ = "call_objections"
+    call_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    key: so.Mapped[str] = so.mapped_column(sa.String(50), primary_key=True, index=True)
 
 
 class InboundEvent(Base):
