@@ -234,15 +234,15 @@ def decide(facts: Facts, counts: Counts, limits: Limits) -> Decision:
         return Skip(f"the lead has no valid {ADDRESS_FIELDS[rules.address_kind][2]}")
     gated = rules.contact_hours and facts.automatic
     try:
-        opening = _opening(facts, limits, now, gated)
+        first = _opening(facts, limits, now, gated)
     except NoContactHours as exc:
         return Pause(NO_CONTACT_HOURS, str(exc))
     except NoOpening as exc:
         return Pause(NO_SENDING_WINDOW, str(exc))
     except ValueError as exc:  # no zone known for the lead's contact hours
         return Pause(NO_CONTACT_HOURS, str(exc))
-    if opening > now:
-        return Defer(opening, "contact hours" if gated else "sending window")
+    if first > now:
+        return Defer(first, "contact hours" if gated else "sending window")
     if _applies(rules.requires_consent, facts.automatic) and not facts.consented:
         return Pause(NO_CONSENT)
     own = facts.own
