@@ -183,6 +183,14 @@ def _checked(text: str, line: int, source: str) -> Fragment:
 # ---------------------------------------------------------------- files and versions
 
 
+def is_call_script(channel: str, action: str, template: str | None) -> bool:
+    """Tell whether a step's template is a call script: a rep's call from the library.
+
+    An automatic voice step's template is the message a voicemail drop speaks, not a script.
+    """
+    return channel == "voice" and action == "manual" and template is not None
+
+
 def script_path(template_dir: Path, template: str) -> Path:
     """Return the file of a step's `template = "voice/NAME"` (the .txt is implied, as for other templates)."""
     return Path(template_dir) / (template if template.endswith(".txt") else f"{template}.txt")

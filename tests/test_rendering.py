@@ -340,25 +340,6 @@ def test_starter_emails_render(name: str) -> None:
     assert anonymous.text.splitlines()[0] in ("Hi there,", "Здравствуйте!")
 
 
-@pytest.mark.parametrize(
-    ("name", "heading", "objections"),
-    [
-        ("voice/discovery_call", "Discovery call with Anna Ivanova, Romashka", "OBJECTIONS"),
-        ("voice/discovery_call_ru", "Звонок-знакомство: Anna Ivanova, Romashka", "ВОЗРАЖЕНИЯ"),
-    ],
-)
-def test_starter_call_scripts_render(name: str, heading: str, objections: str) -> None:
-    renderer = Renderer(LIBRARY)
-    script = renderer.render_text(template=name, body=None, context=library_context())
-    assert script.splitlines()[:2] == [heading, "Title: Head of Sales" if "ru" not in name else "Должность: Head of Sales"]
-    assert "Boris Petrov" in script and "{" not in script
-    section = script.split(f"\n{objections}\n")[1].split("\n\n\n")[0]
-    assert 3 <= len(re.findall(r"^[\"«]", section, re.MULTILINE)) <= 4
-    assert "\n\n\n" not in script
-    untitled = renderer.render_text(template=name, body=None, context=library_context(title=None))
-    assert "Head of Sales" not in untitled and "\n\n\n" not in untitled
-
-
 def test_every_library_file_compiles() -> None:
     renderer = Renderer(LIBRARY)
     names = sorted(str(path.relative_to(LIBRARY)) for path in LIBRARY.rglob("*") if path.suffix in (".txt", ".html"))
