@@ -28,6 +28,7 @@ from sequencer.calendar import WEEKDAYS, LocalCalendar, NoOpening, Wait, Window
 from sequencer.exits import end_enrollments
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Step
 from sequencer.rendering import Renderer, TemplateProblem
+from sequencer.scripts import ScriptError, is_call_script, load_script, render_script
 
 if TYPE_CHECKING:
     from sequencer.plugins import Plugins
@@ -60,7 +61,8 @@ __all__ = [
 STATES = ("draft", "active", "paused", "archived")
 CHANNELS = ("email", "sms", "voice", "task")
 ACTIONS = ("auto", "manual")
-EXIT_EVENTS = ("reply", "meeting")
+# A rep's not_interested outcome is an event like a reply: the cadences that list it end there.
+EXIT_EVENTS = ("reply", "meeting", "not_interested")
 EXIT_SCOPES = ("lead", "account")
 DEFAULT_ACTION = {"email": "auto", "sms": "auto", "voice": "manual", "task": "manual"}
 DEFAULT_SCHEDULE: dict[str, Any] = {
@@ -284,7 +286,7 @@ def _parse_exit(raw: Any, source: str) -> dict[str, Any]:
     if isinstance(on, str):
         on = [on]
     if not isinstance(on, list):
-        raise CadenceError(f'{source}: exit on must be a list; write on = ["reply", "meeting"]')
+        raise CadenceError(f'{source}: exit on must be a list; write on = ["reply", "meeting", "not_interested"]')
     for event in on:
         if event not in EXIT_EVENTS:
             raise CadenceError(
@@ -583,8 +585,12 @@ def check_templates(spec: CadenceSpec, renderer: Renderer) -> None:
             where = f"{spec.source} step {number} ({step.key})" + (f" variant {variant_key}" if variant_key else "")
             try:
                 renderer.check(subject=subject, template=template, body=body)
+                if is_call_script(step.channel, step.action, template):
+                    load_script(renderer.template_dir, template)
             except TemplateProblem as exc:
                 raise CadenceError(f"{where}: {exc.reason}") from None
+            except ScriptError as exc:
+                raise CadenceError(f"{where}: call script {exc}; see docs/calls.md") from None
 
 
 def step_contents(step: StepSpec | Step) -> list[tuple[str | None, str | None, str | None, str | None]]:
@@ -622,10 +628,13 @@ def preflight(
                 try:
                     if step.channel == "email":
                         renderer.render_email(subject=subject, template=template, body=body, context=context)
+                    elif is_call_script(step.channel, step.action, template):
+                        render_script(load_script(renderer.template_dir, template), renderer, context)
                     elif template is not None or body is not None:
                         renderer.render_text(template=template, body=body, context=context)
-                except TemplateProblem as exc:
-                    reason = f"variant {variant_key}: {exc.reason}" if variant_key else exc.reason
+                except (TemplateProblem, ScriptError) as exc:
+                    reason = getattr(exc, "reason", str(exc))
+                    reason = f"variant {variant_key}: {reason}" if variant_key else reason
                     if reason not in reasons:
                         reasons.append(reason)
             lead = enrollment.lead

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ EMAIL = 'channel = "email"\nsubject = "Hi"\nbody = "Hello"'
     (steps_toml(EMAIL, head='name = "intro"\n[schedule]\nstart = "18:00"\nend = "09:00"'),
      "cadences/intro.toml: schedule: window 18:00-09:00 is empty"),
     (steps_toml(EMAIL, head='name = "intro"\n[exit]\non = ["bounce"]'),
-     "exit on 'bounce' is unknown; use any of reply, meeting (opt-outs, complaints and invalid addresses always"),
+     "exit on 'bounce' is unknown; use any of reply, meeting, not_interested (opt-outs, complaints and invalid"),
     (steps_toml(EMAIL, head='name = "intro"\n[exit]\nscope = "company"'), "exit scope 'company' is unknown"),
     (steps_toml(EMAIL, head='name = "intro"\nstate = "live"'), "state 'live' is unknown; write one of draft"),
     ('name = "intro"', "cadences/intro.toml: the cadence has no steps; add at least one [[steps]]"),
@@ -112,7 +113,7 @@ def test_parse_applies_the_documented_defaults() -> None:
     assert spec.state is None
     assert spec.schedule == {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00",
                              "timezone": "lead", "holidays": "lead", "skip_dates": []}
-    assert spec.exit_rules == {"on": ["reply", "meeting"], "scope": "lead"}
+    assert spec.exit_rules == {"on": ["reply", "meeting", "not_interested"], "scope": "lead"}
     assert [s.action for s in spec.steps] == ["auto", "auto", "manual", "manual"]
     assert [s.wait for s in spec.steps] == ["0d"] * 4
     assert [s.key for s in spec.steps] == ["1-email", "2-sms", "3-voice", "4-task"]
@@ -283,7 +284,7 @@ def test_apply_creates_v1_and_an_unchanged_file_changes_nothing(runtime) -> None
         assert stored.steps[2].variants[0] == {"key": "a", "weight": 3, "subject": None, "template": None,
                                                "body": "Hi again {{ lead.first_name | default('there') }}"}
         assert stored.schedule["days"] == ["mon", "tue", "wed", "thu", "fri"]
-        assert stored.exit_rules == {"on": ["reply", "meeting"], "scope": "lead"}
+        assert stored.exit_rules == {"on": ["reply", "meeting", "not_interested"], "scope": "lead"}
     with runtime.session() as session:
         again = apply_cadence(session, parse(BASIC), now=NOW + dt.timedelta(days=1))
         assert (again.created, again.new_version, again.unchanged, again.state_changed) == (False, False, True, False)
@@ -518,3 +519,68 @@ def test_cli_simulate_prints_local_and_utc_times(cli, tmp_path: Path) -> None:
     assert "each lead's own time zone" in cli("cadence", "simulate", "outbound_intro", expect=1).output
     assert "--start" in cli("cadence", "simulate", "outbound_intro", "--timezone", "UTC", "--start", "monday",
                             expect=1).output
+
+
+# ---------------------------------------------------------------- call scripts
+
+SCRIPTED = """
+name = "scripted"
+
+[[steps]]
+key = "call"
+channel = "voice"
+template = "voice/discovery_call"
+
+[[steps.variants]]
+key = "classic"
+template = "voice/discovery_call"
+
+[[steps.variants]]
+key = "short"
+template = "voice/short_call"
+"""
+
+
+def _library(tmp_path: Path, short_call: str) -> Path:
+    """A copy of the shipped library with voice/short_call.txt as given."""
+    library = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", library)
+    (library / "voice" / "short_call.txt").write_text(short_call, encoding="utf-8")
+    return library
+
+
+SHORT_CALL = "language: en\n\n[stage greeting] Hello\nHi {{ lead.first_name | default('there') }}!\n\n" \
+             "[stage close] Ask\nDemo on Tuesday?\n"
+
+
+def test_apply_checks_each_variants_call_script_and_names_its_line(tmp_path: Path) -> None:
+    spec = parse(SCRIPTED)
+    cadences.check_templates(spec, Renderer(_library(tmp_path / "good", SHORT_CALL)))
+    broken = SHORT_CALL.replace("Demo on Tuesday?\n", "")
+    with pytest.raises(CadenceError) as caught:
+        cadences.check_templates(spec, Renderer(_library(tmp_path / "bad", broken)))
+    assert str(caught.value) == (
+        "cadences/intro.toml step 1 (call) variant short: call script voice/short_call.txt:6: stage 'close' is"
+        " empty; write what the rep says or asks under it, or remove the stage; see docs/calls.md")
+    # An automatic voice step (a voicemail drop) speaks its template: it is not read as a script.
+    drop = parse(SCRIPTED.replace('channel = "voice"', 'channel = "voice"\naction = "auto"'))
+    cadences.check_templates(drop, Renderer(_library(tmp_path / "drop", broken)))
+
+
+def test_cli_apply_refuses_a_call_script_with_a_mistake(cli, runtime, config_path: Path, tmp_path: Path) -> None:
+    library = _library(tmp_path, SHORT_CALL.replace("[stage close]", "[objection]"))
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace(f'templates_dir = "{REPO / "templates"}"', f'templates_dir = "{library}"'),
+                           encoding="utf-8")
+    path = _write(tmp_path, SCRIPTED)
+    result = cli("cadence", "apply", path, expect=1)
+    assert (f"{path} step 1 (call) variant short: call script voice/short_call.txt:6: objection without a key;"
+            " write [objection KEY]") in result.output
+    with runtime.session() as session:
+        assert _count(session, Cadence) == 0
+
+
+def test_not_interested_is_an_exit_by_default_and_can_be_left_out() -> None:
+    assert parse(steps_toml(EMAIL)).exit_rules["on"] == ["reply", "meeting", "not_interested"]
+    listed = parse(steps_toml(EMAIL, head='name = "intro"\n[exit]\non = ["not_interested", "reply"]'))
+    assert listed.exit_rules["on"] == ["reply", "not_interested"]
