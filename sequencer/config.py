@@ -17,11 +17,15 @@ DEFAULT_OUTCOMES = [
     "connected",
     "left_voicemail",
     "no_answer",
+    "busy",
+    "gatekeeper",
     "wrong_number",
     "not_interested",
     "call_back_later",
     "meeting_booked",
 ]
+# The outcomes in which the rep spoke with the lead: `calls stats` counts them as connects.
+DEFAULT_CONNECTED_OUTCOMES = ["connected", "not_interested", "call_back_later", "meeting_booked"]
 
 
 # COMPLIANCE.md rule 10: the CTIA words, and their Russian equivalents.
@@ -83,6 +87,18 @@ class LeadsSettings:
 @dataclass
 class TasksSettings:
     outcomes: list[str] = field(default_factory=lambda: list(DEFAULT_OUTCOMES))
+    connected_outcomes: list[str] = field(default_factory=lambda: list(DEFAULT_CONNECTED_OUTCOMES))
+
+    def __post_init__(self) -> None:
+        for key in ("outcomes", "connected_outcomes"):
+            values = getattr(self, key)
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise ConfigError(f'[tasks] {key} must be a list of words, like {key} = ["connected"];'
+                                  f" it is {values!r}")
+        unknown = [o for o in self.connected_outcomes if o not in self.outcomes]
+        if unknown:
+            raise ConfigError(f"[tasks] connected_outcomes lists {', '.join(map(repr, unknown))}, which [tasks]"
+                              " outcomes does not; add it to outcomes or remove it from connected_outcomes")
 
 
 @dataclass

@@ -1,16 +1,21 @@
 """Reps' tasks: the daily list, and logging the outcome of each."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from sequencer.calendar import ContactHours, NoContactHours, next_contact_opening
+from sequencer.calls import MEETING, NOT_INTERESTED, CallLogError, learn_facts, objection_keys, record_call
 from sequencer.engine import advance
 from sequencer import suppressions
 from sequencer.exits import end_enrollments, end_on_event
+from sequencer.leads import infer_zones
 from sequencer.models import Cadence, Enrollment, Lead, Task, Touch, User
 
 if TYPE_CHECKING:
@@ -55,17 +60,42 @@ def list_tasks(session: so.Session, *, rep: User | None, day: date | None, now: 
 
 
 def complete_task(session: so.Session, task_id: int, *, outcome: str | None, notes: str | None, now: datetime,
-                  outcomes: list[str], plugins: Plugins | None = None, call_back_at: datetime | None = None) -> Task:
-    """Mark a task done with its outcome, then move the lead's enrollment on (or end it on a meeting)."""
+                  outcomes: list[str], plugins: Plugins | None = None, call_back_at: datetime | None = None,
+                  objections: Sequence[str] = (), facts: Mapping[str, str] | None = None,
+                  hours: ContactHours | None = None, template_dir: Path | None = None) -> Task:
+    """Mark a task done with its outcome, then move the lead's enrollment on (or end it on a meeting).
+
+    A call task done with an outcome is logged as a call (sequencer.calls) with the objections
+    heard, under the script its touch carries (or, with `template_dir`, the step's script as it is
+    now, for a task opened without one). `facts` become the lead's custom fields.
+    With `hours`, a call back is moved into the lead's contact hours.
+    """
     task = _open_task(session, task_id)
     if outcome is not None and outcome not in outcomes:
         raise TaskError(f"outcome '{outcome}' is not one of: {', '.join(outcomes)} (configure [tasks] outcomes)")
+    try:
+        heard = objection_keys(objections)
+    except CallLogError as exc:
+        raise TaskError(str(exc)) from None
+    is_call = task.kind == "call" and outcome is not None
+    if heard and task.kind != "call":
+        raise TaskError(f"task {task_id} is a {task.kind} task, not a call; remove --objection")
+    if heard and not is_call:
+        raise TaskError(f"say how the call of task {task_id} ended: --outcome, one of {', '.join(outcomes)}")
+    lead = session.get(Lead, task.lead_id) if task.lead_id else None
+    if facts and lead is None:
+        raise TaskError(f"task {task_id} has no lead to learn facts about; remove --fact")
     task.state, task.outcome, task.notes, task.completed_at = "done", outcome, notes, now
     touch = session.get(Touch, task.touch_id) if task.touch_id else None
     if touch is not None:
         touch.outcome, touch.notes, touch.updated_at = outcome, notes, now
     enrollment = _enrollment(session, task)
-    lead = session.get(Lead, task.lead_id) if task.lead_id else None
+    if is_call:
+        assert outcome is not None
+        record_call(session, task, touch, outcome=outcome, objections=heard, template_dir=template_dir, now=now,
+                    cadence_name=enrollment and enrollment.cadence_name)
+    if lead is not None:
+        learn_facts(lead, facts or {}, now)
     if outcome == "call_back_later" and (why := _not_to_contact(session, [(task, lead, touch and touch.channel)])):
         # Suppressed or opted out since the task opened: no new task; the cadence ends as the engine would end it.
         reason = why[task.id]
@@ -77,10 +107,10 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
         return task
     if outcome == "call_back_later":
         # The same touch stays open: a new task, the enrollment keeps waiting.
+        due = _call_back_at(lead, call_back_at or now + timedelta(days=1), hours)
         session.add(Task(owner_id=task.owner_id, lead_id=task.lead_id, touch_id=task.touch_id,
                          enrollment_id=task.enrollment_id, kind=task.kind, title=task.title,
-                         instructions=task.instructions, due_at=call_back_at or now + timedelta(days=1),
-                         priority=task.priority, created_at=now))
+                         instructions=task.instructions, due_at=due, priority=task.priority, created_at=now))
         return task
     if touch is not None:
         touch.status, touch.sent_at = "completed", now
@@ -88,12 +118,37 @@ def complete_task(session: so.Session, task_id: int, *, outcome: str | None, not
         lead.phone_wrong = True
     if enrollment is None:
         return task
-    if outcome == "meeting_booked" and end_on_event(session, enrollment, event="meeting", state="finished",
-                                                    reason="meeting booked", now=now, plugins=plugins):
+    if outcome == MEETING and end_on_event(session, enrollment, event="meeting", state="finished",
+                                           reason="meeting booked", now=now, plugins=plugins):
+        return task
+    if outcome == NOT_INTERESTED and end_on_event(session, enrollment, event=NOT_INTERESTED, state="finished",
+                                                  reason=NOT_INTERESTED, now=now, plugins=plugins):
         return task
     if enrollment.state == "waiting_task":
         advance(enrollment, now, plugins)
     return task
+
+
+def _call_back_at(lead: Lead | None, wanted: datetime, hours: ContactHours | None) -> datetime:
+    """Return `wanted`, or when the lead's contact hours next open after it (COMPLIANCE.md rule 8)."""
+    if hours is None or lead is None:
+        return wanted
+    zones = lead.zones() or tuple(infer_zones(lead.phone, lead.country)[0])
+    if not zones:
+        return wanted  # nowhere to place the lead: the rep's own time stands, as for any task
+    try:
+        return next_contact_opening(zones, hours, wanted)
+    except NoContactHours:
+        # Candidate zones that never share an hour: calling would wait for a person to learn the zone.
+        return wanted
+
+
+def follow_up(session: so.Session, task: Task) -> Task | None:
+    """Return the open task a call back opened from `task`, if any."""
+    if task.touch_id is None:
+        return None
+    return session.scalar(sa.select(Task).where(Task.touch_id == task.touch_id, Task.state == "open",
+                                                Task.id > task.id).order_by(Task.id))
 
 
 def skip_task(session: so.Session, task_id: int, *, reason: str, now: datetime,

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sequencer.models import AuditEntry, Enrollment, Lead, Task, Touch
+from sequencer.models import AuditEntry, Call, CallObjection, Enrollment, Lead, Task, Touch
+from sequencer.scripts import script_version
 from sequencer.testing.world import ALWAYS_OPEN, CALLS, apply, team, utc
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 RITA, OMAR = "rita@acme.example", "omar@acme.example"
 TODO = 'name = "todo"\n' + ALWAYS_OPEN + """
@@ -141,8 +144,8 @@ def test_unknown_outcome_is_refused_with_the_allowed_ones(cli, world, runtime) -
     task_at(cli, "morning@b.example", "calls", "2026-03-02T15:00:00Z")
     task = open_task(cli, "morning@b.example")
     result = cli("task", "done", str(task["id"]), "--outcome", "maybe_later", expect=1)
-    assert ("outcome 'maybe_later' is not one of: connected, left_voicemail, no_answer, wrong_number, "
-            "not_interested, call_back_later, meeting_booked") in result.output
+    assert ("outcome 'maybe_later' is not one of: connected, left_voicemail, no_answer, busy, gatekeeper,"
+            " wrong_number, not_interested, call_back_later, meeting_booked") in result.output
     assert open_task(cli, "morning@b.example")["state"] == "open"
     with runtime.session() as s:
         assert s.scalar(sa.select(Enrollment.state)) == "waiting_task"
@@ -229,3 +232,136 @@ def test_call_back_later_never_reopens_a_task_for_a_suppressed_lead(cli, world, 
     assert (touch.status, touch.error) == ("skipped", reason)
     assert (e.state, e.exit_reason) == ("removed", reason)
     assert listed(cli, now="2026-03-05T16:00:00Z") == []
+
+
+# ---------------------------------------------------------------- calls: scripts, objections, facts
+
+# The calls cadence with the shipped call script instead of inline instructions.
+SCRIPTED = CALLS.replace('name = "calls"', 'name = "scripted"').replace(
+    'key = "call"\nchannel = "voice"\nbody = "Call {{ lead.first_name }} at {{ lead.phone }}."',
+    'key = "discovery"\nchannel = "voice"\nsubject = "Discovery call"\ntemplate = "voice/discovery_call"')
+assert "voice/discovery_call" in SCRIPTED
+
+
+@pytest.fixture
+def scripted(cli, world, tmp_path: Path) -> None:
+    apply(cli, tmp_path, SCRIPTED)
+
+
+def show(cli, task_id: int, now: str = "2026-03-02T15:05:00Z") -> dict:
+    return json.loads(cli("task", "show", str(task_id), "--format", "json", now=now).output)
+
+
+def test_task_show_renders_the_script_for_the_lead_and_the_lead_card(cli, scripted) -> None:
+    task_at(cli, "morning@b.example", "scripted", "2026-03-02T15:00:00Z")
+    card = show(cli, open_task(cli, "morning@b.example")["id"])
+    script = card["script"]
+    assert (script["key"], script["version"], script["language"]) == (
+        "voice/discovery_call", script_version(TEMPLATES, "voice/discovery_call"), "en")
+    assert [s["key"] for s in script["stages"]] == ["greeting", "discovery", "presentation", "objections", "close"]
+    assert script["stages"][0]["text"].startswith('"Hi Mo, this is Rita Rep. I emailed you last week about how Beta')
+    assert [o["key"] for o in script["objections"]][:2] == ["have_supplier", "no_time"]
+    assert all(o["answers"] for o in script["objections"]) and script["also_heard"] == []
+    lead = card["lead"]
+    assert (lead["name"], lead["company"], lead["phone"]) == ("Mo", "Beta", "+12125550102")
+    # 15:05 UTC is 10:05 in New York, where a 212 number rings.
+    assert lead["local_time"] == {"America/New_York": "2026-03-02T10:05-05:00"}
+    assert [(t["step"], t["status"]) for t in lead["last_touches"]] == [("discovery", "pending")]
+    assert (card["cadence"], card["step"], card["kind"]) == ("scripted", "discovery", "call")
+
+    text = cli("task", "show", str(card["id"]), now="2026-03-02T15:05:00Z").output
+    assert "Local time: 10:05 2026-03-02 (America/New_York)" in text
+    assert "1. GREETING AND INTRODUCTION [greeting]" in text and "\nOBJECTIONS\n" in text
+    assert "[too_expensive] \"How much does it cost?\"\n  - It depends on the number of reps" in text
+    assert f"sequencer task done {card['id']} --outcome connected|left_voicemail|" in text
+    assert "no task 999" in cli("task", "show", "999", expect=1).output
+
+
+def test_a_call_logs_objections_and_facts_and_a_new_key_is_offered_next_time(cli, scripted, runtime) -> None:
+    task_at(cli, "morning@b.example", "scripted", "2026-03-02T15:00:00Z")
+    task_at(cli, "late@c.example", "scripted", "2026-03-02T15:00:00Z")
+    first = open_task(cli, "morning@b.example")["id"]
+    result = cli("task", "done", str(first), "--outcome", "connected", "--objection", "too_expensive",
+                 "--objection", "Uses_Spreadsheets", "--fact", "leads_per_week=40", "--fact", "crm=HubSpot",
+                 "--notes", "Call back after budget", now="2026-03-02T15:10:00Z")
+    assert result.output == f"task {first} done (connected)\n"
+
+    with runtime.session() as s:
+        lead = s.scalar(sa.select(Lead).where(Lead.email == "morning@b.example"))
+        call = s.scalar(sa.select(Call))
+        keys = s.scalars(sa.select(CallObjection.key).order_by(CallObjection.key)).all()
+        touch = s.get(Touch, call.touch_id)
+    assert lead.custom == {"leads_per_week": "40", "crm": "HubSpot"}
+    assert (call.task_id, call.outcome, call.cadence_name, call.script_key, call.script_version) == (
+        first, "connected", "scripted", "voice/discovery_call", script_version(TEMPLATES, "voice/discovery_call"))
+    assert (touch.script_key, touch.script_version) == (call.script_key, call.script_version)
+    # Keys are stored as typed (lower case): the one the script lists and the new one.
+    assert keys == ["too_expensive", "uses_spreadsheets"]
+
+    # The next call with this script offers the new key; the card shows the facts as custom fields.
+    second = show(cli, open_task(cli, "late@c.example")["id"])
+    assert second["script"]["also_heard"] == ["uses_spreadsheets"]
+    again = show(cli, first)
+    assert again["lead"]["custom_fields"] == {"crm": "HubSpot", "leads_per_week": "40"}
+    stats = json.loads(cli("calls", "stats", "--format", "json").output)
+    assert stats["scripts"] == [{"script": "voice/discovery_call", "version": call.script_version, "calls": 1,
+                                 "connects": {"n": 1, "of": 1, "rate": 1.0}, "meetings": {"n": 0, "of": 1, "rate": 0.0}}]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--objection", "too expensive", "--outcome", "connected"], "objection 'too expensive' is not a key"),
+    (["--objection", "no_time"], "say how the call of task"),
+    (["--outcome", "connected", "--fact", "leads per week=4"], "--fact 'leads per week=4' is not KEY=VALUE"),
+    (["--outcome", "connected", "--fact", "budget"], "--fact 'budget' is not KEY=VALUE"),
+])
+def test_bad_objections_and_facts_are_refused_and_change_nothing(cli, scripted, runtime, args, message) -> None:
+    task_at(cli, "morning@b.example", "scripted", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    assert message in cli("task", "done", str(task["id"]), *args, expect=1).output
+    with runtime.session() as s:
+        assert s.scalar(sa.select(Task.state).where(Task.id == task["id"])) == "open"
+        assert s.scalar(sa.select(sa.func.count()).select_from(Call)) == 0
+
+
+def test_objections_belong_to_calls(cli, world) -> None:
+    task_at(cli, "early@a.example", "todo", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "early@a.example")
+    result = cli("task", "done", str(task["id"]), "--objection", "no_time", expect=1)
+    assert f"task {task['id']} is a task task, not a call; remove --objection" in result.output
+
+
+@pytest.mark.parametrize("exit_on, ends", [(None, True), ('["reply", "meeting"]', False)],
+                         ids=["default-exits", "not-listed"])
+def test_not_interested_ends_the_enrollment_when_the_cadence_exits_on_it(
+        cli, scripted, runtime, tmp_path, smtp_sink, exit_on, ends) -> None:
+    if exit_on:
+        apply(cli, tmp_path, SCRIPTED.replace("[[steps]]", f"[exit]\non = {exit_on}\n\n[[steps]]", 1))
+    task_at(cli, "morning@b.example", "scripted", "2026-03-02T15:00:00Z")
+    cli("task", "done", str(open_task(cli, "morning@b.example")["id"]), "--outcome", "not_interested",
+        "--objection", "have_supplier", now="2026-03-02T15:10:00Z")
+    with runtime.session() as s:
+        e = s.scalar(sa.select(Enrollment))
+    if ends:
+        assert (e.state, e.exit_reason) == ("finished", "not_interested")
+    else:
+        assert (e.state, e.step_position, e.exit_reason) == ("active", 1, None)
+    cli("worker", "--once", now="2026-03-04T15:00:00Z")
+    assert [m["Subject"] for m in smtp_sink.messages()] == ([] if ends else ["After our call"])
+
+
+@pytest.mark.parametrize(("call_back", "due"), [
+    ("2026-03-02T21:30:00-05:00", "2026-03-03T13:00:00Z"),   # after 21:00 there: 08:00 the next morning
+    (None, "2026-03-04T01:30:00Z"),                          # a day later is 20:30 there: inside the hours
+    ("2026-03-03T06:00:00-05:00", "2026-03-03T13:00:00Z"),   # before 08:00 there: 08:00
+    ("2026-03-03T11:00:00-05:00", "2026-03-03T16:00:00Z"),   # inside: as asked
+])
+def test_call_back_later_falls_inside_the_leads_contact_hours(cli, scripted, runtime, call_back, due) -> None:
+    task_at(cli, "morning@b.example", "scripted", "2026-03-02T15:00:00Z")
+    task = open_task(cli, "morning@b.example")
+    at = "2026-03-03T01:30:00Z"  # 20:30 in New York
+    result = cli("task", "done", str(task["id"]), "--outcome", "call_back_later",
+                 *(["--call-back", call_back] if call_back else []), now=at)
+    with runtime.session() as s:
+        reopened = s.scalar(sa.select(Task).where(Task.state == "open"))
+    assert reopened.due_at == utc(due)
+    assert result.output.endswith(f"call back: task {reopened.id} due {due}\n")

@@ -24,10 +24,10 @@ def main(ctx: click.Context, config_path: str | None, now: str | None) -> None:
 
 
 def _register_commands() -> None:
-    from sequencer.cli import (cadences, consent, db, doctor, leads, numbers, people, plugins, tasks, touches,
-                               worker)
+    from sequencer.cli import (cadences, calls, consent, db, doctor, leads, numbers, people, plugins, tasks,
+                               touches, worker)
 
-    for module in (db, plugins, cadences, leads, consent, people, numbers, worker, tasks, touches, doctor):
+    for module in (db, plugins, cadences, leads, consent, people, numbers, worker, tasks, calls, touches, doctor):
         module.register(main)
 
 
