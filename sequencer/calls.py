@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,9 @@ from sequencer.consent import consents
 from sequencer.leads import infer_zones
 from sequencer.messages import context_for_enrollment, step_content
 from sequencer.models import Call, CallObjection, Cadence, Enrollment, Lead, Step, Task, Touch, User
-from sequencer.rendering import TemplateProblem
-from sequencer.scripts import (KEY_RE, ScriptError, is_call_script, load_script, render_script, script_key,
-                               script_version)
+from sequencer.rendering import Renderer, TemplateProblem
+from sequencer.scripts import (KEY_RE, ScriptError, is_call_script, load_script, render_script, script_as_text,
+                               script_key, script_version)
 
 if TYPE_CHECKING:
     from sequencer.runtime import Runtime
@@ -52,6 +53,32 @@ def script_identity(template_dir: Path, step: Step, variant: Mapping[str, Any] |
         return None, None
     assert template is not None
     return script_key(template), script_version(template_dir, template)
+
+
+@dataclass(frozen=True)
+class CallTaskScript:
+    """What a call task carries from its script: the text the rep reads, and the script's key and version."""
+
+    text: str
+    script_key: str
+    script_version: str | None
+
+
+def call_task_script(renderer: Renderer, template_dir: Path, step: Step, variant: Mapping[str, Any] | None,
+                     context: Mapping[str, Any]) -> CallTaskScript | None:
+    """Render a call step's script for a task's instructions, None when the step has no script.
+
+    For the engine when it opens a task: `instructions = found.text` and `touch.script_key`,
+    `touch.script_version` from it. Raises TemplateProblem (file and line) when it cannot render.
+    """
+    key, version = script_identity(template_dir, step, variant)
+    if key is None:
+        return None
+    try:
+        script = load_script(template_dir, key)
+    except ScriptError as exc:
+        raise TemplateProblem(str(exc)) from exc
+    return CallTaskScript(script_as_text(render_script(script, renderer, context)), key, version)
 
 
 def step_of(session: so.Session, touch: Touch) -> tuple[Step | None, dict[str, Any] | None]:

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sequencer.calls import call_task_script
 from sequencer.config import ConfigError, load_settings
-from sequencer.models import Call, CallObjection, User
+from sequencer.models import Call, CallObjection, Step, User
+from sequencer.rendering import Renderer, build_context
+from sequencer.scripts import script_version
 from sequencer.testing.world import utc
 
 RITA, OMAR = "rita@acme.example", "omar@acme.example"
@@ -126,3 +129,19 @@ def test_the_bench_runs_and_its_stats_count_every_seeded_call() -> None:
     figures = json.loads(proc.stdout.splitlines()[-1])
     assert (figures["calls"], figures["counted_calls"], figures["cli_counted_calls"]) == (2000, 2000, 2000)
     assert (figures["scripts"], figures["objections"]) == (6, 8)
+
+
+def test_a_call_task_carries_its_script_as_text_with_its_key_and_version() -> None:
+    library = Path(__file__).resolve().parents[1] / "templates"
+    context = build_context(lead={"first_name": "Anna", "company": "Romashka"}, owner={"name": "Boris"}, sender=None)
+    step = Step(key="call", channel="voice", action="manual", template=EN,
+                variants=[{"key": "ru", "weight": 1, "template": RU}, {"key": "none", "weight": 1, "body": "Call."}])
+    plain = call_task_script(Renderer(library), library, step, None, context)
+    assert (plain.script_key, plain.script_version) == (EN, script_version(library, EN))
+    assert plain.text.startswith("Discovery call with Anna, Romashka\n\nGoal: ")
+    ru = call_task_script(Renderer(library), library, step, step.variants[0], context)
+    assert (ru.script_key, ru.text.splitlines()[0]) == (RU, "Звонок-знакомство: Anna, Romashka")
+    # Inline instructions and an automatic voice step (a voicemail drop) are not scripts.
+    assert call_task_script(Renderer(library), library, step, step.variants[1], context) is None
+    step.action = "auto"
+    assert call_task_script(Renderer(library), library, step, None, context) is None
