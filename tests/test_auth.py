@@ -203,6 +203,9 @@ EXPECTED = {
     ("/logout", "POST"): {ANON: 302, REP: 400, OPS: 400, ADMIN: 400},
     ("/leads/<int:lead_id>", "GET"): {ANON: 302, REP: 200, OPS: 200, ADMIN: 200},
     ("/tasks/<int:task_id>", "GET"): {ANON: 302, REP: 200, OPS: 200, ADMIN: 200},
+    # A rep's actions on a task: sent to sign in without a session, else refused without a CSRF token.
+    **{(f"/tasks/<int:task_id>/{action}", "POST"): {ANON: 302, REP: 400, OPS: 400, ADMIN: 400}
+       for action in ("done", "send", "snooze", "skip", "dial")},
     ("/overview", "GET"): {ANON: 302, REP: 403, OPS: 200, ADMIN: 200},
     ("/healthz", "GET"): same_for_all(200),
     ("/u/<token>", "GET"): same_for_all(200),

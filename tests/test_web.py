@@ -10,15 +10,18 @@ import sqlalchemy as sa
 from sequencer import hookimpl, optouts
 from sequencer.config import load_settings
 from sequencer.consent import add_consent
-from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Step, Suppression, Task, Touch
+from sequencer.models import (Call, CallObjection, Cadence, Enrollment, InboundEvent, Lead, Step, Suppression, Task,
+                              Touch, User)
 from sequencer.runtime import Runtime
+from sequencer.tasks import follow_up
 from sequencer.web import create_app
 from sequencer.web.times import for_both, overdue, wall
 from sequencer.web.today import arrange
 from sequencer.web.unsubscribe import mask_email, mask_phone
 from sequencer.testing import TEST_SECRET_KEY
-from sequencer.testing.world import app_fixture, client_fixture, lead_id_fixture, make_lead  # noqa: F401
-from tests.support.web import make_user, signed_in
+from sequencer.testing.world import (app_fixture, client_fixture, lead_id_fixture, make_lead,  # noqa: F401
+                                     messages_to)
+from tests.support.web import OMAR, RITA, csrf_token, make_user, signed_in, work_day
 
 
 def unsubscribe_path(runtime, lead_id: int) -> str:
@@ -378,3 +381,158 @@ def test_arrange_keeps_every_group_in_order() -> None:
     assert [g.key for g in groups] == ["call", "email", "sms", "other"]
     assert [t["id"] for t in groups[0].tasks] == [2, 4, 0]
     assert [t["id"] for t in groups[3].tasks] == [3, 1] and groups[1].tasks == []
+
+
+# ---------------------------------------------------------------- the work view
+
+
+@pytest.fixture
+def workday(cli, tmp_path, runtime, app):
+    """The day of tests.support.web.work_day; returns {email: open task id} and the reps' ids."""
+    work_day(cli, tmp_path)
+    with runtime.session() as session:
+        tasks = dict(session.execute(sa.select(Lead.email, Task.id).join(Task, Task.lead_id == Lead.id)
+                                     .where(Task.state == "open")).all())
+        users = dict(session.execute(sa.select(User.email, User.id)).all())
+    return {"tasks": tasks, "rita": users[RITA], "omar": users[OMAR]}
+
+
+def hx(client, path: str, data: dict, token: str):
+    return client.post(path, data=data, headers={"HX-Request": "true", "X-CSRFToken": token})
+
+
+def test_call_work_view_shows_the_script_objections_and_a_tel_link(runtime, app, workday) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    page = client.get(f"/tasks/{workday['tasks']['ann@alpha.example']}").get_data(as_text=True)
+    assert "Discovery call with Ann Archer, Alpha (CTO)" in page  # rendered for the lead
+    assert "Greeting and introduction" in page and "Hi Ann, this is Rita Rep." in page
+    assert 'value="have_supplier"' in page  # an objection branch to tick
+    # No voice plugin configured: the number as a tel: link, not a button that would fail.
+    assert 'href="tel:+12125550101"' in page and "/dial" not in page
+    assert "Ann Archer" in page and "Timeline" in page and "Hello Ann" in page  # the card and the intro email
+    assert 'id="shortcuts"' in page and "<kbd>Ctrl</kbd>+<kbd>Enter</kbd>" in page
+
+
+def test_saving_a_call_logs_it_and_answers_with_the_next_task(runtime, app, workday) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    task_id = workday["tasks"]["ann@alpha.example"]
+    token = csrf_token(client, f"/tasks/{task_id}")
+    response = hx(client, f"/tasks/{task_id}/done", {
+        "outcome": "connected", "objection": ["have_supplier"], "new_objection": "Too_Busy", "notes": "nice",
+        "fact_key": ["team_size", ""], "fact_value": ["12", ""]}, token)
+    assert response.status_code == 200
+    # The next task of Rita's day, in place: the follow-up email (calls first, then emails).
+    following = workday["tasks"]["ben@beta.example"]
+    assert response.headers["HX-Push-Url"] == f"/tasks/{following}"
+    body = response.get_data(as_text=True)
+    assert body.lstrip().startswith('<div id="work"') and "<html" not in body
+    assert "Task %d done: connected." % task_id in body and "Re: Hello Ben" in body
+    with runtime.session() as session:
+        call = session.scalars(sa.select(Call).where(Call.task_id == task_id)).one()
+        assert call.outcome == "connected" and call.script_key == "voice/discovery_call"
+        assert sorted(session.scalars(sa.select(CallObjection.key).where(CallObjection.call_id == call.id))) \
+            == ["have_supplier", "too_busy"]
+        assert session.scalars(sa.select(Lead).where(Lead.email == "ann@alpha.example")).one().custom["team_size"] \
+            == "12"
+    # The key a rep typed is offered as a box to tick on the next call with this script.
+    page = client.get(f"/tasks/{workday['tasks']['otto@omega.example']}").get_data(as_text=True)
+    assert 'value="too_busy"' not in page  # Omar's task: Rita may not see it
+    ops = signed_in(app, runtime, make_user(runtime, "ops@acme.example", "ops"))
+    assert 'value="too_busy"' in ops.get(f"/tasks/{workday['tasks']['otto@omega.example']}").get_data(as_text=True)
+
+
+def test_a_call_back_is_in_the_viewers_zone_and_a_plain_post_redirects(runtime, app, workday) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    task_id = workday["tasks"]["ann@alpha.example"]
+    token = csrf_token(client, f"/tasks/{task_id}")
+    response = client.post(f"/tasks/{task_id}/done", data={"outcome": "call_back_later", "call_back": "2026-03-03T10:30",
+                                                          "csrf_token": token})
+    assert response.status_code == 303 and response.headers["Location"].startswith("/tasks/")
+    with runtime.session() as session:
+        again = follow_up(session, session.get(Task, task_id))
+        # 10:30 in New York (Rita's zone) is 15:30 UTC, inside the lead's contact hours.
+        assert again.due_at == datetime(2026, 3, 3, 15, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("path", "data", "field", "reason"), [
+    ("done", {"outcome": ""}, "outcome", "pick how the call ended"),
+    ("done", {"outcome": "teleported"}, "outcome", "is not one of the outcomes"),
+    ("done", {"outcome": "connected", "new_objection": "too expensive!"}, "new_objection", "is not a key"),
+    ("done", {"outcome": "connected", "fact_key": ["team size"], "fact_value": ["3"]}, "facts",
+     "is not a field name"),
+    ("done", {"outcome": "call_back_later", "call_back": "tomorrow"}, "call_back", "enter a date and time"),
+    ("snooze", {"until": "2020-01-01T10:00"}, "until", "a time in the future"),
+    ("snooze", {"until": ""}, "until", "enter a date and time"),
+    ("skip", {"reason": "  "}, "reason", "say why"),
+])
+def test_bad_input_comes_back_with_the_reason_by_the_field(runtime, app, workday, path, data, field, reason) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    task_id = workday["tasks"]["ann@alpha.example"]
+    token = csrf_token(client, f"/tasks/{task_id}")
+    for headers in ({"HX-Request": "true"}, {}):
+        response = client.post(f"/tasks/{task_id}/{path}", data={**data, "csrf_token": token}, headers=headers)
+        assert response.status_code == 422
+        page = response.get_data(as_text=True)
+        found = re.search(rf'<small id="{field}-error" class="error" role="alert">([^<]*)</small>', page)
+        assert found and reason in found.group(1), page[:2000]
+        assert f'aria-describedby="{field}-error"' in page
+    with runtime.session() as session:
+        assert session.get(Task, task_id).state == "open"
+
+
+def test_manual_email_is_sent_in_the_thread_with_the_footer(runtime, app, workday, smtp_sink) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    task_id = workday["tasks"]["ben@beta.example"]
+    page = client.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert 'value="Re: Hello Ben"' in page and "did my note reach you?" in page
+    [intro] = messages_to(smtp_sink, "ben@beta.example")
+    token = csrf_token(client, f"/tasks/{task_id}")
+    response = hx(client, f"/tasks/{task_id}/send", {"subject": "Re: Hello Ben", "body": "Ben, one more idea."},
+                  token)
+    assert response.status_code == 200, response.get_data(as_text=True)[:3000]
+    [_intro, sent] = messages_to(smtp_sink, "ben@beta.example")
+    assert sent["In-Reply-To"] == intro["Message-ID"] and intro["Message-ID"] in sent["References"]
+    text = sent.get_body(("plain",)).get_content()
+    assert "Ben, one more idea." in text and "Unsubscribe" in text and runtime.settings.sending.postal_address in text
+    with runtime.session() as session:
+        touch = session.scalars(sa.select(Touch).join(Task, Task.touch_id == Touch.id).where(Task.id == task_id)).one()
+        assert (touch.status, touch.message_id) == ("sent", sent["Message-ID"])
+        assert session.get(Task, task_id).state == "done"
+
+
+def test_manual_email_needs_a_subject_and_a_body(runtime, app, workday, smtp_sink) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    task_id = workday["tasks"]["ben@beta.example"]
+    token = csrf_token(client, f"/tasks/{task_id}")
+    before = len(messages_to(smtp_sink, "ben@beta.example"))
+    for data, field in (({"subject": "Hi", "body": " "}, "body"), ({"subject": "", "body": "Hello"}, "subject")):
+        response = hx(client, f"/tasks/{task_id}/send", data, token)
+        assert response.status_code == 422 and f'id="{field}-error"' in response.get_data(as_text=True)
+    assert len(messages_to(smtp_sink, "ben@beta.example")) == before
+
+
+def test_skip_and_snooze_take_the_task_off_today(runtime, app, workday) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    token = csrf_token(client)
+    assert 'id="count-other">Other <strong>1</strong>' in client.get("/").get_data(as_text=True)
+    response = hx(client, f"/tasks/{workday['tasks']['cal@gamma.example']}/skip", {"reason": "no website"}, token)
+    assert response.status_code == 200 and "skipped" in response.get_data(as_text=True)
+    response = hx(client, f"/tasks/{workday['tasks']['ann@alpha.example']}/snooze", {"until": "2026-03-05T09:00"},
+                  token)
+    assert response.status_code == 200
+    today = client.get("/").get_data(as_text=True)
+    assert 'id="count-other">Other <strong>0</strong>' in today and 'id="count-call">Calls <strong>0</strong>' in today
+    with runtime.session() as session:
+        assert session.get(Task, workday["tasks"]["cal@gamma.example"]).notes == "no website"
+
+
+def test_a_rep_cannot_work_another_reps_task(runtime, app, workday) -> None:
+    client = signed_in(app, runtime, workday["rita"])
+    token = csrf_token(client)
+    otto = workday["tasks"]["otto@omega.example"]
+    assert client.get(f"/tasks/{otto}").status_code == 404
+    for action, data in (("done", {"outcome": "connected"}), ("skip", {"reason": "x"}), ("send", {"body": "x"}),
+                         ("snooze", {"until": "2026-03-05T09:00"}), ("dial", {})):
+        assert hx(client, f"/tasks/{otto}/{action}", data, token).status_code == 404, action
+    with runtime.session() as session:
+        assert session.get(Task, otto).state == "open"

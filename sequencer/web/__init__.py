@@ -29,9 +29,9 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.extensions[EXTENSION] = runtime
 
     # Imported here because the blueprint modules import get_runtime from this package.
-    from sequencer.web import auth, health, leads, overview, security, times, today, unsubscribe
+    from sequencer.web import auth, health, leads, overview, security, times, today, unsubscribe, work
 
-    for module in (health, auth, today, leads, overview, unsubscribe):
+    for module in (health, auth, today, leads, work, overview, unsubscribe):
         app.register_blueprint(module.bp)
     runtime.plugins.hook.register_blueprints(app=app)
     # After every blueprint, plugins' included: the CSRF exemptions are read from the finished url_map.

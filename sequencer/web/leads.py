@@ -1,4 +1,4 @@
-"""/leads/<id> (the card and the full timeline) and /tasks/<id>; a rep reaches only their own (404 otherwise)."""
+"""/leads/<id>, the card and the full timeline; a rep reaches only their own leads and tasks (404 otherwise)."""
 from __future__ import annotations
 
 from typing import TypeVar
@@ -50,18 +50,3 @@ def lead(lead_id: int) -> ResponseReturnValue:
         return render_template("lead.html", lead=found, owner=owner, clock=lead_clock(now, zones),
                                consents=sorted(consents(found).values(), key=lambda c: c.channel),
                                timeline=rows[::-1], now=now)
-
-
-@bp.get("/tasks/<int:task_id>")
-def task(task_id: int) -> ResponseReturnValue:
-    """Show one task: what to do, when, and for which lead."""
-    me = viewer()
-    runtime = get_runtime()
-    now = runtime.now()
-    with runtime.session() as session:
-        found = visible(session, Task, task_id, me)
-        lead_row = session.get(Lead, found.lead_id) if found.lead_id else None
-        zones = lead_row.zones() if lead_row else ()
-        return render_template("task.html", task=found, lead=lead_row,
-                               due=for_both(found.due_at, me.timezone, zones, now),
-                               clock=lead_clock(now, zones) if lead_row else None)

@@ -57,11 +57,25 @@ def today() -> ResponseReturnValue:
         people = _people(session) if me.sees_everyone else []
         chosen, error = _chosen(request.args.get("rep"), me.id, people, me.sees_everyone)
         owner = session.get(User, chosen)
-        tasks = list_tasks(session, rep=owner, day=None, now=now)
-        _annotate(session, tasks, me.timezone, now)
+        tasks = day_of(session, owner, me.timezone, now)
         page = render_template("today.html", groups=arrange(tasks), total=len(tasks), owner=owner, people=people,
                                chosen=chosen, error=error, now=now)
     return make_response(page, 400 if error else 200)
+
+
+def day_of(session: so.Session, owner: User, viewer_zone: str, now: datetime) -> list[dict[str, Any]]:
+    """Return the owner's overdue and due-today tasks, each with replied, due_text and late."""
+    tasks = list_tasks(session, rep=owner, day=None, now=now)
+    _annotate(session, tasks, viewer_zone, now)
+    return tasks
+
+
+def next_task(session: so.Session, owner: User, viewer_zone: str, now: datetime) -> int | None:
+    """Return the task to work next in the owner's day: the first of Today's first non-empty group."""
+    for group in arrange(day_of(session, owner, viewer_zone, now)):
+        if group.tasks:
+            return int(group.tasks[0]["id"])
+    return None
 
 
 def _people(session: so.Session) -> list[tuple[int, str]]:
