@@ -115,7 +115,11 @@ def sender_cause(stage: str, code: int | None, reply: str) -> str | None:
         _class, subject, detail = (int(part) for part in status.split("."))
         if subject == 1 and detail in _SENDER_ADDRESS_DETAILS:
             return "sender_rejected"
-        if subject == 7 and detail not in _RECIPIENT_SECURITY_DETAILS:
+        # A bare 4.7.x to one recipient while the others of the session go through is how
+        # greylisting answers without saying so (e.g. "451 4.7.1 Please try again later"):
+        # retried. A permanent X.7.x, or any at a session step, is about us.
+        if subject == 7 and detail not in _RECIPIENT_SECURITY_DETAILS and (code >= 500 or stage in SESSION_STAGES
+                                                                             or code == 421):
             return "policy"
     if code >= 500 and stage in ("greeting", "EHLO", "AUTH", "MAIL"):
         # RFC 5321 3.1: 554 in place of the greeting means "no service for you"; a permanent

@@ -480,6 +480,8 @@ NOT_SENDER_SIDE = [
     ("MAIL", "421 4.3.2 Service shutting down, closing transmission channel", True, None),
     ("message", "451 4.7.0 Temporary System Problem. Try again later", True, None),
     ("RCPT", "550 5.7.17 Mailbox owner has changed", False, None),
+    # A bare temporary 4.7.x to one recipient: greylisting that does not say so.
+    ("RCPT", "451 4.7.1 Please try again later", True, None),
 ]
 
 
