@@ -52,6 +52,7 @@ import sqlalchemy.orm as so
 
 from sequencer import cadences, suppressions
 from sequencer.calendar import LocalCalendar, NoOpening, Wait
+from sequencer.calls import call_task_script
 from sequencer.channels import OutboundTouch, Sender, SendResult, SentTouch
 from sequencer.clock import iso_z
 from sequencer.db import is_sqlite
@@ -562,7 +563,13 @@ class Engine:
                    context: dict[str, Any], now: datetime, report: BatchReport) -> None:
         """Open a task for the lead's owner, as the step's channel declares it; the enrollment waits for it."""
         try:
-            instructions = render_step(self.rt.renderer, step, variant, context, as_email=rules.email).text
+            script = call_task_script(self.rt.renderer, self.rt.settings.templates_dir, step, variant, context)
+            if script is not None:
+                # A call script is printed stage by stage; its key and version say what the rep read.
+                instructions = script.text
+                touch.script_key, touch.script_version = script.script_key, script.script_version
+            else:
+                instructions = render_step(self.rt.renderer, step, variant, context, as_email=rules.email).text
         except TemplateProblem as exc:
             # A rep can still call: show the script's problem instead of blocking the call.
             instructions = f"(The call script could not be prepared: {exc.reason})"
