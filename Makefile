@@ -8,7 +8,7 @@ SINK_PORT ?= 1025
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench screenshots clean
 
 $(VENV)/.installed: setup.cfg plugins/email/setup.cfg plugins/sms/setup.cfg plugins/voice/setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/tick_scale.py
 	$(PY) bench/burst.py
 	$(PY) bench/apscheduler_per_job.py
+
+# The README's pictures (Today, the call work view, the lead page at laptop and phone width), from a real browser.
+screenshots: $(VENV)/.installed-test
+	SEQUENCER_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -q -k screenshots
 
 clean:
 	rm -rf $(VENV) var
