@@ -15,11 +15,14 @@ from sequencer.sentiment import asks_to_opt_out, read_reply_sentiment
 if TYPE_CHECKING:
     import sqlalchemy.orm as so
 
+    from sequencer.dialing import CallTask, Drop
+    from sequencer.numbers import Slot
+
 # How the core reads a person's words on any channel, for a plugin's own reading of its messages
 # (email reads the new text of a reply with them): one set of rules, whatever the channel.
 reply_sentiment = read_reply_sentiment
-__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "CoreUnavailable", "DeliveryStatus", "Health",
-           "OutboundTouch", "Receipt", "SendResult", "Sender", "SenderState", "SentTouch", "StepScope", "asks_to_opt_out", "core_for", "emit_rows",
+__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "CoreUnavailable", "DeliveryStatus", "DialError", "Health",
+           "OutboundTouch", "Receipt", "SendResult", "Sender", "SenderState", "SentTouch", "StepScope", "asks_to_opt_out", "core_for", "e164", "emit_rows",
            "reply_sentiment"]
 
 # Which steps of a channel a rule covers: every step, only those the engine sends itself, or none.
@@ -75,6 +78,10 @@ class CoreUnavailable(Exception):
     Raised by Core.session() and the reports (and only for that), so a plugin can tell its
     provider or MTA to deliver again (HTTP 503, exit 75) rather than lose the message.
     """
+
+
+class DialError(ValueError):
+    """A call cannot be placed from this task, or the lead's contact hours never open; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,68 @@ class Core(Protocol):
                     at: datetime | None = None) -> Receipt:
         """Record a call's progress on the touch that placed it; only forward moves count."""
 
+    # -- phone numbers as senders (channels whose sender_kind is "number") ----------------------------
+
+    #: [web] base_url: the public URL the provider's webhooks are signed against, also behind a proxy.
+    base_url: str
+
+    def sender_number(self, touch_id: int, pool: Sequence[str]) -> str | None:
+        """Return the number a touch goes out from (E.164); None when there is none to send from.
+
+        Sticky: a lead hears from one number for the whole conversation, texts and calls alike. The
+        first touch fixes it: the lead owner's own number (`sequencer numbers assign`), else the
+        pool's (`pool`, the plugin's configured numbers, and every number without an owner) that
+        fewest leads hear from.
+        """
+
+    def number_slot(self, number: str, per_second: float, daily_cap: int | None,
+                    latest: datetime | None = None) -> Slot:
+        """Take the number's next sending slot, shared by every worker, in its own transaction.
+
+        Returns a Slot (`at`, `reserved`): `reserved` True means send at `at` (now or a moment
+        later); False means the number is at its daily cap or the slot falls after `latest`, and
+        nothing was taken: defer the touch to `at` (SendResult.defer_until), never fail it.
+        """
+
+    def is_our_number(self, number: str, pool: Sequence[str]) -> bool:
+        """Tell whether a number (E.164) is ours: one of `pool` or one in `sequencer numbers list`."""
+
+    # -- dialing (a rep's click-to-call and voicemail drops) ------------------------------------------
+
+    def call_task(self, task_id: int) -> CallTask:
+        """Return an open call task (`touch_id`, `lead_phone`, `lead_name`, `rep_email`, `rep_phone`, `zones`).
+
+        Raises DialError naming what is missing: no such open call task, no usable phone, an
+        opted-out or suppressed lead, no owner or owner's phone, no known time zone.
+        """
+
+    def contact_opening(self, zones: Sequence[str]) -> datetime:
+        """Return now if [contact_hours] hold now in every zone, else when they next open.
+
+        Raises DialError when the zones never share an instant inside the hours.
+        """
+
+    def call_placed(self, touch_id: int, provider_id: str) -> None:
+        """Put a rep's call on its task's touch, so its call_result reports land on the timeline."""
+
+    def drop(self, touch_id: int) -> Drop | None:
+        """Return the automatic voice touch a voicemail drop plays (`text` as rendered, `status`, `lead_country`)."""
+
+    def voicemail_played(self, touch_id: int) -> Receipt:
+        """Record that a drop's message was played to the end: the touch is done, left_voicemail."""
+
+    def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
+        """Fail a drop whose call ended without its message played; the cadence goes on."""
+
+    def call_back_task(self, touch_id: int, instructions: str) -> int | None:
+        """Give the lead's owner a task to call back whoever answered a drop, once per touch; its id."""
+
+    def call_recording(self, provider_id: str, recording_id: str, url: str, duration: int | None) -> Receipt:
+        """Put a call's recording on the lead's timeline, once per recording id."""
+
+    def account_slot(self, key: str, per_second: float, latest: datetime) -> Slot:
+        """Take the next slot of a rate every worker shares under `key` (calls per second of an account)."""
+
 
 @dataclass(frozen=True)
 class ChannelContext:
@@ -236,6 +305,17 @@ def emit_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str
     from sequencer.cli.base import emit
 
     emit([dict(row) for row in rows], fmt, columns)
+
+
+def e164(number: str) -> str:
+    """Return a number written internationally (+...) in E.164, as `sequencer numbers` keeps our numbers.
+
+    Raises ValueError naming the number and what is wrong with it: read a plugin's configured
+    numbers with this, so they compare equal to the numbers table and to leads' phones.
+    """
+    from sequencer.numbers import e164 as parse
+
+    return parse(number)
 
 
 def core_for(plugin: str) -> Core:

@@ -1,9 +1,8 @@
 """What a channel that dials (the voice plugin) asks of the core beyond Core.call_result.
 
 A rep's click-to-call starts from a call task; a voicemail drop is an automatic step whose call
-only counts when the message was played. Each function takes the plugin's Core first and uses
-only its public side (session, now, settings) — except where noted, the runtime's settings —
-so each can become a Core method as it is, as sequencer.senders' functions are meant to.
+only counts when the message was played. Plugins reach these as Core methods (`core.call_task(...)`,
+sequencer.receiving.PluginCore); each function takes that Core first and uses only its public side.
 """
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from sequencer import suppressions
-from sequencer.calendar import next_contact_opening
-from sequencer.channels import Core, Receipt
+from sequencer.channels import Core, DialError, Receipt
 from sequencer.leads import infer_zones
 from sequencer.models import InboundEvent, Lead, RateSlot, Task, Touch, User
 from sequencer.numbers import Slot, _instant, _us
@@ -24,10 +22,6 @@ from sequencer.numbers import Slot, _instant, _us
 LEFT_VOICEMAIL = "left_voicemail"
 # How a not-played drop's error starts: the touch failed because nobody heard the message.
 NOT_PLAYED = "voicemail not played"
-
-
-class DialError(ValueError):
-    """A call cannot be placed from this task; the message names the reason and the fix."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +70,6 @@ def call_task(core: Core, task_id: int) -> CallTask:
                             "timezone or country")
         return CallTask(task.id, task.touch_id, lead.id, lead.phone, lead.full_name or lead.phone, rep.email,
                         rep.phone, zones)
-
-
-def contact_opening(core: Core, zones: tuple[str, ...]) -> datetime:
-    """Return now if it is inside [contact_hours] in every zone, else when they next open (NoContactHours if never)."""
-    # [contact_hours] is the core's, not the plugin's: read from the runtime (sequencer.receiving.PluginCore).
-    hours = core._runtime.settings.contact_hours.hours()  # type: ignore[attr-defined]
-    return next_contact_opening(zones, hours, core.now())
 
 
 def call_placed(core: Core, touch_id: int, provider_id: str) -> None:

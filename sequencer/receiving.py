@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from sequencer import audit, suppressions
-from sequencer.calendar import LocalCalendar, Window
-from sequencer.channels import AddressVerdict, CallStatus, Core, CoreUnavailable, DeliveryStatus, Receipt, SenderState
+from sequencer import audit, dialing, senders, suppressions
+from sequencer.calendar import LocalCalendar, NoContactHours, Window, next_contact_opening
+from sequencer.channels import (AddressVerdict, CallStatus, Core, CoreUnavailable, DeliveryStatus, DialError, Receipt,
+                                SenderState)
 from sequencer.exits import end_for_lead, end_on_reply
 from sequencer.leads import FREE_MAIL_DOMAINS, LeadDataError, email_key, parse_phone
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Suppression, Task, Touch
@@ -34,6 +35,8 @@ from sequencer.users import find_mailbox, hold_for_sender_problem
 OPT_OUT_REASON = "opt-out via "
 
 if TYPE_CHECKING:
+    from sequencer.dialing import CallTask, Drop
+    from sequencer.numbers import Slot
     from sequencer.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -397,6 +400,55 @@ class PluginCore:
             if audit_detail is not None:
                 audit.record(session, actor=_actor(self.plugin), action="mailbox.inbound", object_type="mailbox",
                              object_id=mailbox.id, at=self.now(), **audit_detail)
+
+    # -- phone numbers as senders (sequencer.senders) -------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._runtime.settings.web.base_url
+
+    def sender_number(self, touch_id: int, pool: Sequence[str]) -> str | None:
+        return senders.sender_number(self, touch_id, pool)
+
+    def number_slot(self, number: str, per_second: float, daily_cap: int | None,
+                    latest: datetime | None = None) -> Slot:
+        return senders.number_slot(self, number, per_second, daily_cap, latest)
+
+    def is_our_number(self, number: str, pool: Sequence[str]) -> bool:
+        return senders.is_our_number(self, number, pool)
+
+    # -- dialing (sequencer.dialing) ------------------------------------------------------------------
+
+    def call_task(self, task_id: int) -> CallTask:
+        return dialing.call_task(self, task_id)
+
+    def contact_opening(self, zones: Sequence[str]) -> datetime:
+        # [contact_hours] are the core's, not the plugin's: every channel keeps the same ones.
+        try:
+            return next_contact_opening(zones, self._runtime.settings.contact_hours.hours(), self.now())
+        except NoContactHours as exc:
+            raise DialError(str(exc)) from exc
+
+    def call_placed(self, touch_id: int, provider_id: str) -> None:
+        dialing.call_placed(self, touch_id, provider_id)
+
+    def drop(self, touch_id: int) -> Drop | None:
+        return dialing.drop(self, touch_id)
+
+    def voicemail_played(self, touch_id: int) -> Receipt:
+        return dialing.voicemail_played(self, touch_id)
+
+    def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
+        return dialing.voicemail_missed(self, provider_id, why)
+
+    def call_back_task(self, touch_id: int, instructions: str) -> int | None:
+        return dialing.call_back_task(self, touch_id, instructions)
+
+    def call_recording(self, provider_id: str, recording_id: str, url: str, duration: int | None) -> Receipt:
+        return dialing.call_recording(self, provider_id, recording_id, url, duration)
+
+    def account_slot(self, key: str, per_second: float, latest: datetime) -> Slot:
+        return dialing.account_slot(self, key, per_second, latest)
 
     def _touch_failure(self, session: so.Session, touch: Touch | None, verdict: str, detail: str,
                        lead_id: int | None) -> Receipt:

@@ -1,7 +1,7 @@
 """What a channel that sends from our phone numbers (sender_kind "number") asks of the core.
 
-Each function takes the plugin's Core first and uses only its public side (session, now), so
-each becomes a Core method as it is: `core.sender_number(touch_id, pool)` and so on.
+Plugins reach these as Core methods (`core.sender_number(touch_id, pool)` and so on,
+sequencer.receiving.PluginCore); each function takes that Core first and uses only its public side.
 """
 from __future__ import annotations
 
@@ -68,8 +68,3 @@ def _sticky(session: so.Session, lead_id: int) -> str | None:
     return session.scalar(sa.select(PhoneNumber.number).join(LeadNumber, LeadNumber.phone_number_id == PhoneNumber.id)
                           .where(LeadNumber.lead_id == lead_id))
 
-
-def base_url(core: Core) -> str:
-    """Return [web] base_url: the public URL webhooks are signed against, also behind a proxy."""
-    # The core's implementation (sequencer.receiving.PluginCore) holds the runtime this is read from.
-    return core._runtime.settings.web.base_url  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from sequencer import senders
 from sequencer.channels import Channel, OutboundTouch, SendResult
 from sequencer_sms import segments
 from sequencer_sms.errors import RECIPIENT_PROBLEMS, retry_after
@@ -95,13 +94,13 @@ class SmsChannel(Channel):
             # The service picks the number (its Sticky Sender keeps a conversation on one) and queues for its rate.
             message["messaging_service_sid"] = settings.messaging_service_sid
         else:
-            number = senders.sender_number(core, touch.touch_id, settings.numbers)
+            number = core.sender_number(touch.touch_id, settings.numbers)
             if number is None:
                 return SendResult(touch.touch_id, accepted=False, retryable=True,
                                   error="no number to send from: set [plugins.sms] numbers or "
                                         "`sequencer numbers assign +E164 --owner EMAIL`")
             now = core.now()
-            slot = senders.number_slot(core, number, settings.per_number_per_second,
+            slot = core.number_slot(number, settings.per_number_per_second,
                                        settings.per_number_daily_cap, latest=now + WAIT_AT_MOST)
             if not slot.reserved:
                 return SendResult(touch.touch_id, accepted=False, defer_until=slot.at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import phonenumbers
+from sequencer.channels import e164
 
 SCHEMA = {
     "account_sid": "Twilio Account SID, AC... (required)",
@@ -62,7 +62,10 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
     raw_numbers = table.get("numbers", [])
     if not isinstance(raw_numbers, list) or not all(isinstance(n, str) for n in raw_numbers):
         raise SmsConfigError(f"[plugins.sms] numbers must be a list of E.164 strings, not {raw_numbers!r}")
-    numbers = tuple(_e164(n) for n in raw_numbers)
+    try:
+        numbers = tuple(e164(n) for n in raw_numbers)
+    except ValueError as exc:
+        raise SmsConfigError(f"[plugins.sms] numbers: {exc}") from None
     if not numbers and not service:
         raise SmsConfigError("[plugins.sms] has neither numbers nor messaging_service_sid; set numbers = "
                              '["+14155550100"] (the numbers we own) or messaging_service_sid = "MG..."')
@@ -74,13 +77,3 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
                        api_base_url=base_url.rstrip("/"), max_segments=number("max_segments", 4, int),
                        per_number_per_second=number("per_number_per_second", 1, float),
                        per_number_daily_cap=number("per_number_daily_cap", 500, int), help_text=help_text)
-
-
-def _e164(value: str) -> str:
-    try:
-        parsed = phonenumbers.parse(value.strip(), None)
-    except phonenumbers.NumberParseException:
-        parsed = None
-    if parsed is None or not value.strip().startswith("+") or not phonenumbers.is_valid_number(parsed):
-        raise SmsConfigError(f"[plugins.sms] numbers: {value!r} is not a valid number in E.164 form (+14155550100)")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

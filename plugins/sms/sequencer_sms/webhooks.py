@@ -7,7 +7,6 @@ import flask
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from sequencer import senders
 from sequencer.channels import Core, core_for
 from sequencer_sms.channel import INBOUND_PATH, STATUS, STATUS_PATH
 from sequencer_sms.errors import RECIPIENT_PROBLEMS
@@ -27,7 +26,7 @@ def inbound() -> flask.Response:
     core, settings = _authenticated()
     form = flask.request.form
     to = form.get("To", "").strip()
-    if not senders.is_our_number(core, to, settings.numbers):
+    if not core.is_our_number(to, settings.numbers):
         # Signed by our account, but to a number we were not told about: answering would act on a
         # number nobody configured. Twilio shows the 403 in its debugger; Twilio's own STOP handling
         # still blocks that sender, and our next text to them comes back 21610 and suppresses them.
@@ -78,7 +77,7 @@ def _authenticated() -> tuple[Core, SmsSettings]:
         # Without the auth token no signature can be checked, so nothing may be recorded.
         flask.abort(_text(f"the sms plugin is not configured: {exc}", 503))
     request = flask.request
-    url = senders.base_url(core).rstrip("/") + request.path
+    url = core.base_url.rstrip("/") + request.path
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
     signature = request.headers.get("X-Twilio-Signature", "")

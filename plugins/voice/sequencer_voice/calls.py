@@ -11,7 +11,6 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from sequencer import dialing
 from sequencer.channels import Core
 from sequencer_voice.settings import VoiceSettings
 
@@ -56,7 +55,7 @@ class Placed:
 def place(core: Core, settings: VoiceSettings, twilio: Client, **call: Any) -> Placed:
     """Take the account's next call slot (waiting up to WAIT_AT_MOST), then create the call."""
     now = core.now()
-    slot = dialing.account_slot(core, f"twilio-calls:{settings.account_sid}", settings.calls_per_second,
+    slot = core.account_slot(f"twilio-calls:{settings.account_sid}", settings.calls_per_second,
                                 latest=now + WAIT_AT_MOST)
     if not slot.reserved:
         return Placed(error=f"the account's {settings.calls_per_second:g} calls per second are taken until "

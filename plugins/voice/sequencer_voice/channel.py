@@ -1,7 +1,6 @@
 """The voice channel: voicemail drops as automatic steps, each call placed with answering-machine detection."""
 from __future__ import annotations
 
-from sequencer import senders
 from sequencer.channels import Channel, OutboundTouch, SendResult
 from sequencer_voice import calls
 from sequencer_voice.settings import SCHEMA, VoiceConfigError, VoiceSettings, read_settings
@@ -59,7 +58,7 @@ class VoiceChannel(Channel):
         assert core is not None, "a channel that sends is configured with its Core"
         if not touch.to_phone:
             return SendResult(touch.touch_id, accepted=False, error=f"touch {touch.touch_id} has no phone number")
-        number = senders.sender_number(core, touch.touch_id, settings.numbers)
+        number = core.sender_number(touch.touch_id, settings.numbers)
         if number is None:
             return SendResult(touch.touch_id, accepted=False, retryable=True,
                               error="no number to call from: set [plugins.voice] numbers")

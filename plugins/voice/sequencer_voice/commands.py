@@ -6,9 +6,7 @@ from urllib.parse import urlencode
 
 import click
 
-from sequencer import dialing, senders
-from sequencer.calendar import NoContactHours
-from sequencer.channels import core_for
+from sequencer.channels import DialError, core_for
 from sequencer_voice import calls
 from sequencer_voice.channel import STATUS_EVENTS, STATUS_PATH
 from sequencer_voice.settings import VoiceConfigError, read_settings
@@ -35,21 +33,21 @@ def dial(task_id: int) -> None:
     core = core_for("voice")
     try:
         settings = read_settings(core.settings)
-        task = dialing.call_task(core, task_id)
-    except (VoiceConfigError, dialing.DialError) as exc:
+        task = core.call_task(task_id)
+    except (VoiceConfigError, DialError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        opening = dialing.contact_opening(core, task.zones)
-    except NoContactHours as exc:
+        opening = core.contact_opening(task.zones)
+    except DialError as exc:
         raise click.ClickException(f"task {task_id}: {exc}") from None
     if opening > core.now():
         raise click.ClickException(
             f"task {task_id}: it is outside {task.lead_name}'s contact hours ({', '.join(task.zones)}); "
             f"they open at {opening.isoformat().replace('+00:00', 'Z')}")
     # The lead hears from the number of their conversation: the rep's own, else the pool's (sticky).
-    caller_id = (senders.sender_number(core, task.touch_id, settings.numbers) if task.touch_id is not None
+    caller_id = (core.sender_number(task.touch_id, settings.numbers) if task.touch_id is not None
                  else None) or settings.numbers[0]
-    base = senders.base_url(core).rstrip("/")
+    base = core.base_url.rstrip("/")
     placed = calls.place(core, settings, calls.client(settings), to=task.rep_phone, from_=caller_id,
                          url=f"{base}{BRIDGE_PATH}/{task_id}?{urlencode({'caller_id': caller_id})}",
                          status_callback=f"{base}{STATUS_PATH}/dial", status_callback_event=STATUS_EVENTS)
@@ -57,6 +55,6 @@ def dial(task_id: int) -> None:
         click.echo(f"error: task {task_id}: the call was not placed: {placed.error}", err=True)
         sys.exit(75 if placed.retryable or placed.defer_until else 1)
     if task.touch_id is not None:
-        dialing.call_placed(core, task.touch_id, placed.sid)
+        core.call_placed(task.touch_id, placed.sid)
     click.echo(f"calling {task.rep_email} at {task.rep_phone}; answer to be connected to {task.lead_name} "
                f"({task.lead_phone}) from {caller_id}. Call {placed.sid}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from sequencer.numbers import NumberError, e164
+from sequencer.channels import e164
 
 SCHEMA = {
     "account_sid": "Twilio Account SID, AC... (required)",
@@ -66,7 +66,7 @@ def read_settings(table: Mapping[str, Any]) -> VoiceSettings:
         raise VoiceConfigError(f"[plugins.voice] numbers must be a list of E.164 strings, not {raw_numbers!r}")
     try:
         numbers = tuple(e164(n) for n in raw_numbers)
-    except NumberError as exc:
+    except ValueError as exc:
         raise VoiceConfigError(f"[plugins.voice] numbers: {exc}") from None
     base_url = text("api_base_url", required=False) or DEFAULT_API_BASE_URL
     if not base_url.startswith(("https://", "http://")):

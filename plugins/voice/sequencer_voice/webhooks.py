@@ -10,8 +10,7 @@ import logging
 import flask
 from twilio.request_validator import RequestValidator
 
-from sequencer import dialing, senders
-from sequencer.channels import Core, core_for
+from sequencer.channels import Core, DialError, core_for
 from sequencer_voice import twiml
 from sequencer_voice.calls import FINAL, STATUS
 from sequencer_voice.channel import DROP_PATH, PLAYED_PATH, STATUS_PATH
@@ -34,11 +33,11 @@ def bridge(task_id: int) -> flask.Response:
     """The rep answered their phone: connect them to the task's lead from the caller id chosen at dialing."""
     core, settings = _authenticated()
     try:
-        task = dialing.call_task(core, task_id)
-    except dialing.DialError as exc:
+        task = core.call_task(task_id)
+    except DialError as exc:
         # Something changed since the rep dialled (an opt-out...): tell the rep and connect nobody.
         return _xml(twiml.greeting(f"This call cannot be placed: {exc}", settings.say_language))
-    base = senders.base_url(core).rstrip("/")
+    base = core.base_url.rstrip("/")
     return _xml(twiml.bridge(task.lead_phone, flask.request.args.get("caller_id") or settings.numbers[0],
                              record_notice=settings.record_notice if settings.record else None,
                              notice_url=base + NOTICE_PATH, recording_callback=base + RECORDING_PATH))
@@ -55,18 +54,18 @@ def notice() -> flask.Response:
 def drop(touch_id: int) -> flask.Response:
     """A voicemail drop was answered: the message after a machine's beep; a greeting for a person."""
     core, settings = _authenticated()
-    found = dialing.drop(core, touch_id)
+    found = core.drop(touch_id)
     if found is None:
         return _xml(twiml.hangup())
     answered_by = flask.request.form.get("AnsweredBy", "unknown")
     language = settings.language(found.lead_country)
     if answered_by in twiml.MACHINE_END:
-        played = senders.base_url(core).rstrip("/") + f"{PLAYED_PATH}/{touch_id}"
+        played = core.base_url.rstrip("/") + f"{PLAYED_PATH}/{touch_id}"
         return _xml(twiml.voicemail(found.text, language, played))
     if answered_by in ("human", "unknown"):
         # "unknown": AMD could not tell, which mostly means a person who said little; never leave them a recording.
         if settings.on_human == "callback_task":
-            dialing.call_back_task(core, touch_id, f"They answered the voicemail drop (call "
+            core.call_back_task(touch_id, f"They answered the voicemail drop (call "
                                                    f"{flask.request.form.get('CallSid', '')}); the greeting "
                                                    "was played and they are waiting for your call.")
         return _xml(twiml.greeting(settings.human_greeting, language))
@@ -77,7 +76,7 @@ def drop(touch_id: int) -> flask.Response:
 def played(touch_id: int) -> flask.Response:
     """Twilio finished the voicemail message: the drop counts."""
     core, _ = _authenticated()
-    dialing.voicemail_played(core, touch_id)
+    core.voicemail_played(touch_id)
     return _xml(twiml.hangup())
 
 
@@ -95,7 +94,7 @@ def status(kind: str) -> flask.Response:
                      answered_by=answered_by, at=core.now())
     if kind == "drop" and word in FINAL:
         why = MISSED.get(answered_by or "") or MISSED.get(word) or "the call ended before the message was over"
-        dialing.voicemail_missed(core, sid, why)
+        core.voicemail_missed(sid, why)
     # Unknown ids and replays get 200 too: Twilio retrying them would not help.
     return _text("", 200)
 
@@ -107,7 +106,7 @@ def recording() -> flask.Response:
     form = flask.request.form
     if form.get("RecordingStatus") == "completed" and form.get("RecordingSid") and form.get("RecordingUrl"):
         duration = form.get("RecordingDuration", "")
-        dialing.call_recording(core, form.get("CallSid", ""), form["RecordingSid"], form["RecordingUrl"],
+        core.call_recording(form.get("CallSid", ""), form["RecordingSid"], form["RecordingUrl"],
                                int(duration) if duration.isdigit() else None)
     return _text("", 200)
 
@@ -121,7 +120,7 @@ def _authenticated() -> tuple[Core, VoiceSettings]:
         # Without the auth token no signature can be checked, so nothing may be said or recorded.
         flask.abort(_text(f"the voice plugin is not configured: {exc}", 503))
     request = flask.request
-    url = senders.base_url(core).rstrip("/") + request.path
+    url = core.base_url.rstrip("/") + request.path
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
     signature = request.headers.get("X-Twilio-Signature", "")
