@@ -82,3 +82,14 @@ def test_tick_scale_statements_do_not_grow_with_batch_size(database: str) -> Non
     result = run_bench("tick_scale.py", database)
     # Set-based work (DESIGN.md, The engine): the SQL statements of a claim and of each group do not grow.
     assert result["statements_equal"], f"statements per group grow with the batch size: {result['statements']}"
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_today_page_smoke_times_both_pages(database: str) -> None:
+    result = run_bench("today_page.py", database)
+    assert result["benchmark"] == "today_page" and result["database"] == database
+    assert (result["enrollments"], result["tasks"], result["reps"]) == (2000, 200, 10)
+    for page in ("today", "lead"):
+        figures = result["pages"][page]
+        assert figures["requests"] == 20 and 0 < figures["median_ms"] <= figures["p95_ms"]
+    assert isinstance(result["target_met"], bool)
