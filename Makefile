@@ -38,6 +38,7 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/tick_scale.py
 	$(PY) bench/burst.py
 	$(PY) bench/apscheduler_per_job.py
+	$(PY) bench/today_page.py
 
 # The README's pictures (Today, the call work view, the lead page at laptop and phone width), from a real browser.
 screenshots: $(VENV)/.installed-test
