@@ -14,17 +14,19 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import holidays
+from jinja2 import ChainableUndefined
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 import tomli_w
 
 from sequencer.calendar import WEEKDAYS, LocalCalendar, NoOpening, Wait, Window
+from sequencer.channels import Channel, Cost
 from sequencer.exits import end_enrollments
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, Lead, Step
 from sequencer.rendering import Renderer, TemplateProblem
@@ -42,6 +44,7 @@ __all__ = [
     "CadenceSummary",
     "PreflightProblem",
     "SimulatedStep",
+    "StepCost",
     "StepSpec",
     "VariantSpec",
     "apply_cadence",
@@ -56,6 +59,7 @@ __all__ = [
     "simulate",
     "spec_from_cadence",
     "step_contents",
+    "step_costs",
 ]
 
 STATES = ("draft", "active", "paused", "archived")
@@ -144,10 +148,24 @@ class ApplyResult:
     unchanged: bool
     preflight: list[PreflightProblem] = field(default_factory=list)
     previous_state: str | None = None
+    costs: list[StepCost] = field(default_factory=list)
 
     @property
     def state_changed(self) -> bool:
         return self.previous_state is not None and self.previous_state != self.cadence.state
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """A counted step's largest cost (SMS segments), and what it was rendered for."""
+
+    step_key: str
+    channel: str
+    cost: Cost
+    # "3 enrolled lead(s)", or "placeholders": each variable at its default or 10 characters.
+    rendered_for: str
+    # Why the channel refuses the largest text (ValueError of Channel.check_rendered), or None.
+    refused: str | None
 
 
 @dataclass
@@ -540,12 +558,15 @@ def apply_cadence(
     now: dt.datetime,
     renderer: Renderer | None = None,
     context_for: Callable[[Enrollment], dict[str, Any]] | None = None,
+    plugins: Plugins | None = None,
 ) -> ApplyResult:
     """Create the cadence, or a new version of it when its definition changed.
 
     With a renderer every step's templates are compiled first (a problem raises
     CadenceError naming the step); with `context_for` too, live enrollments are
-    preflighted and their problems returned.
+    preflighted and their problems returned. With a renderer and `plugins`, each step of a
+    channel that counts its texts gets its cost (step_costs) and a text its channel refuses
+    raises CadenceError.
     """
     if renderer is not None:
         check_templates(spec, renderer)
@@ -571,6 +592,13 @@ def apply_cadence(
             set_state(session, spec.name, state, now=now)
     if renderer is not None and context_for is not None:
         result.preflight = preflight(session, result.cadence, renderer, now=now, context_for=context_for)
+    if renderer is not None and plugins is not None:
+        result.costs = step_costs(session, result.cadence.name, result.cadence.steps, renderer, plugins, context_for)
+        for counted in result.costs:
+            if counted.refused:
+                # Raised inside the caller's transaction: the new version is not kept.
+                raise CadenceError(f"{spec.source} step {counted.step_key}: {counted.refused} "
+                                   f"(rendered for {counted.rendered_for})")
     return result
 
 
@@ -640,6 +668,69 @@ def preflight(
             lead = enrollment.lead
             problems.extend(PreflightProblem(lead.id, lead.email or lead.phone, step.key, r) for r in reasons)
     return problems
+
+
+class _Placeholder(ChainableUndefined):
+    """A variable with no lead to read it from: its `default(...)` where the template gives one, else 10 characters."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "x" * 10
+
+
+def step_costs(session: so.Session, name: str, steps: Sequence[StepSpec | Step], renderer: Renderer,
+               plugins: Plugins, context_for: Callable[[Enrollment], dict[str, Any]] | None = None,
+               ) -> list[StepCost]:
+    """Return each step's largest cost on a channel that counts its texts (Channel.describe_cost).
+
+    The largest over the cadence's live enrollments (each variant rendered with `context_for`),
+    or, with none, over the step's variants rendered with placeholders. A text that cannot
+    render for a lead is preflight's to report, not counted here.
+    """
+    enrollments: list[Enrollment] | None = None
+    costs: list[StepCost] = []
+    for step in steps:
+        channel = plugins.channel(step.channel)
+        if channel is None or type(channel).describe_cost is Channel.describe_cost:
+            continue  # the channel counts nothing: its texts need not be rendered
+        contents = [(template, body) for _, _, template, body in step_contents(step) if template or body]
+        if not contents:
+            continue
+        if enrollments is None:
+            enrollments = [] if context_for is None else list(session.scalars(
+                sa.select(Enrollment).where(Enrollment.cadence_name == name, Enrollment.state.in_(LIVE_STATES))
+                .options(so.selectinload(Enrollment.lead)).order_by(Enrollment.id)))
+        texts: list[str] = []
+        for enrollment in enrollments:
+            assert context_for is not None
+            context = context_for(enrollment)
+            for template, body in contents:
+                try:
+                    texts.append(renderer.render_text(template=template, body=body, context=context))
+                except TemplateProblem:
+                    continue
+        rendered_for = f"{len(enrollments)} enrolled lead(s)"
+        if not enrollments:
+            rendered_for = "each variable at its default or 10 characters"
+            for template, body in contents:
+                names = renderer.variables(subject=None, template=template, body=body)
+                try:
+                    texts.append(renderer.render_text(template=template, body=body,
+                                                      context={n: _Placeholder(name=n) for n in names}))
+                except TemplateProblem:
+                    continue
+        counted = [(cost, text) for text in texts if (cost := channel.describe_cost(text)) is not None]
+        if not counted:
+            continue
+        cost, text = max(counted, key=lambda pair: pair[0].amount)
+        try:
+            channel.check_rendered(text)
+            refused = None
+        except ValueError as exc:
+            refused = str(exc)
+        costs.append(StepCost(step.key, step.channel, cost, rendered_for, refused))
+    return costs
 
 
 def list_cadences(session: so.Session) -> list[CadenceSummary]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # How the core reads a person's words on any channel, for a plugin's own reading of its messages
 # (email reads the new text of a reply with them): one set of rules, whatever the channel.
 reply_sentiment = read_reply_sentiment
-__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "CoreUnavailable", "DeliveryStatus", "DialError", "Health",
+__all__ = ["AddressVerdict", "CallStatus", "Channel", "ChannelContext", "Core", "CoreUnavailable", "Cost", "DeliveryStatus", "DialError", "Health",
            "OutboundTouch", "Receipt", "SendResult", "Sender", "SenderState", "SentTouch", "StepScope", "asks_to_opt_out", "core_for", "e164", "emit_rows",
            "reply_sentiment"]
 
@@ -411,6 +411,16 @@ class SentTouch:
     sent_at: datetime
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one rendered text costs on a channel that counts it (SMS segments), for a person to see."""
+
+    #: Compared across leads: `cadence apply` and `cadence simulate` show a step's largest.
+    amount: int
+    #: Shown as is, such as "2 segments (GSM-7)".
+    label: str
+
+
 class Channel:
     """A way to reach a lead. Subclass it in a plugin and register an instance in register_channels."""
 
@@ -471,6 +481,22 @@ class Channel:
         None when mail from it is not signed; raise ValueError naming the setting when the key is unusable.
         """
         return None
+
+    def describe_cost(self, text: str) -> Cost | None:
+        """Return what sending this rendered text costs, or None when the channel does not count it (the default).
+
+        `cadence apply` and `cadence simulate` show it per step: the largest over the cadence's
+        enrolled leads, or, with none, over the template with each variable at its default or 10
+        characters.
+        """
+        return None
+
+    def check_rendered(self, text: str) -> None:
+        """Raise ValueError saying why this channel would refuse the rendered text (a limit it passes) and the fix.
+
+        `cadence apply` refuses a step whose text fails it, rendered as for describe_cost; call it
+        from prepare() too, so a lead whose fields make the text too long is stopped before the send.
+        """
 
     def prepare(self, touch: OutboundTouch) -> None:
         """Adjust a rendered touch before it is committed (footers, headers, segment checks)."""

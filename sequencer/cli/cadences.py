@@ -11,6 +11,7 @@ from sequencer import audit
 from sequencer import cadences as core
 from sequencer.cli.base import CliState, UserError, emit, format_option, pass_state, to_jsonable
 from sequencer.clock import iso_z, parse_instant
+from sequencer.messages import context_for_enrollment
 
 
 def register(main: click.Group) -> None:
@@ -44,11 +45,10 @@ def apply(state: CliState, file: str) -> None:
         with rt.session() as session:
 
             def context_for(enrollment):  # noqa: ANN001, ANN202
-                from sequencer.messages import context_for_enrollment
-
                 return context_for_enrollment(session, enrollment, rt)
 
-            result = core.apply_cadence(session, spec, now=rt.now(), renderer=rt.renderer, context_for=context_for)
+            result = core.apply_cadence(session, spec, now=rt.now(), renderer=rt.renderer, context_for=context_for,
+                                        plugins=rt.plugins)
             name, version = result.cadence.name, result.cadence.version
             if result.created or result.new_version or result.state_changed:
                 audit.record(session, actor=audit.cli_actor(), action="cadence.apply", object_type="cadence",
@@ -64,6 +64,9 @@ def apply(state: CliState, file: str) -> None:
         click.echo(f"{name} unchanged")
     if result.state_changed:
         click.echo(f"{name}: state {result.previous_state} -> {result.cadence.state}")
+    for counted in result.costs:
+        click.echo(f"step {counted.step_key} ({counted.channel}): {counted.cost.label} at most, "
+                   f"rendered for {counted.rendered_for}")
     for problem in result.preflight:
         click.echo(f"lead {problem.lead_email or problem.lead_id} step {problem.step_key}: {problem.reason}")
     if result.preflight:
@@ -159,20 +162,24 @@ def simulate(state: CliState, name: str, zone: str | None, country: str | None, 
     except ValueError as exc:
         raise UserError(f"--start: {exc}") from None
     try:
-        if name.endswith(".toml") and Path(name).is_file():
-            steps = core.simulate(_read_spec(name), zone=zone, country=country, start=at)
-        else:
-            with rt.session() as session:
-                steps = core.simulate(_latest(session, name), zone=zone, country=country, start=at)
+        with rt.session() as session:
+            spec = (_read_spec(name) if name.endswith(".toml") and Path(name).is_file()
+                    else core.spec_from_cadence(_latest(session, name)))
+            steps = core.simulate(spec, zone=zone, country=country, start=at)
+            costs = {c.step_key: c.cost.label for c in core.step_costs(
+                session, spec.name, spec.steps, rt.renderer, rt.plugins,
+                lambda enrollment: context_for_enrollment(session, enrollment, rt))}
     except core.CadenceError as exc:
         raise UserError(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps([to_jsonable({
             "key": s.key, "channel": s.channel, "action": s.action,
             "local": s.due_local.isoformat(), "zone": str(s.due_local.tzinfo), "utc": s.due_utc,
+            "cost": costs.get(s.key),
         }) for s in steps], ensure_ascii=False, indent=2))
         return
     emit([{
         "key": s.key, "channel": s.channel, "action": s.action,
         "local": f"{s.due_local:%a %Y-%m-%d %H:%M} {s.due_local.tzinfo}", "utc": iso_z(s.due_utc),
-    } for s in steps], fmt, ["key", "channel", "action", "local", "utc"])
+        "cost": costs.get(s.key, ""),
+    } for s in steps], fmt, ["key", "channel", "action", "local", "utc"] + (["cost"] if costs else []))

@@ -12,10 +12,10 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from sequencer.channels import Channel, OutboundTouch, SendResult
+from sequencer.channels import Channel, Cost, OutboundTouch, SendResult
 from sequencer_sms import segments
 from sequencer_sms.errors import RECIPIENT_PROBLEMS, retry_after
-from sequencer_sms.settings import SCHEMA, SmsConfigError, SmsSettings, read_settings
+from sequencer_sms.settings import SCHEMA, SmsConfigError, SmsSettings, max_segments, read_settings
 
 STATUS_PATH = "/hooks/sms/status"
 INBOUND_PATH = "/hooks/sms/inbound"
@@ -56,16 +56,25 @@ class SmsChannel(Channel):
             return str(exc)
         return None
 
-    def prepare(self, touch: OutboundTouch) -> None:
-        """Refuse an empty text or one longer than [plugins.sms] max_segments."""
-        if not touch.text.strip():
-            raise ValueError("the rendered text is empty; Twilio refuses a message with no body")
-        limit = read_settings(self.context.settings).max_segments
-        counted = segments.count(touch.text)
+    def describe_cost(self, text: str) -> Cost:
+        """Return the segments Twilio bills the text as, and their encoding."""
+        counted = segments.count(text)
+        return Cost(counted.count, f"{counted.count} segment{'' if counted.count == 1 else 's'} ({counted.encoding})")
+
+    def check_rendered(self, text: str) -> None:
+        """Refuse a text longer than [plugins.sms] max_segments."""
+        limit = max_segments(self.context.settings)
+        counted = segments.count(text)
         if counted.count > limit:
             raise ValueError(f"the rendered text takes {counted.count} segments ({counted.units} "
                              f"{'septets' if counted.encoding == 'GSM-7' else 'UTF-16 units'}, {counted.encoding}); "
                              f"[plugins.sms] max_segments is {limit}: shorten the template or raise max_segments")
+
+    def prepare(self, touch: OutboundTouch) -> None:
+        """Refuse an empty text or one longer than [plugins.sms] max_segments."""
+        if not touch.text.strip():
+            raise ValueError("the rendered text is empty; Twilio refuses a message with no body")
+        self.check_rendered(touch.text)
 
     def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
         """Send every touch over one HTTP session and return one result per touch, in order."""

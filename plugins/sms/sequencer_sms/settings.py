@@ -49,14 +49,6 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
             raise SmsConfigError(f"[plugins.sms] {key} must be a string, not {value!r}")
         return value.strip()
 
-    def number(key: str, default: float, kind: type) -> Any:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-                or (kind is int and value != int(value)):
-            raise SmsConfigError(f"[plugins.sms] {key} must be a positive {'whole ' if kind is int else ''}number, "
-                                 f"not {value!r}")
-        return kind(value)
-
     account_sid, auth_token, help_text = text("account_sid"), text("auth_token"), text("help_text")
     service = text("messaging_service_sid", required=False)
     raw_numbers = table.get("numbers", [])
@@ -74,6 +66,20 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
         raise SmsConfigError(f"[plugins.sms] api_base_url {base_url!r} must start with https://")
     assert account_sid is not None and auth_token is not None and help_text is not None
     return SmsSettings(account_sid=account_sid, auth_token=auth_token, numbers=numbers, messaging_service_sid=service,
-                       api_base_url=base_url.rstrip("/"), max_segments=number("max_segments", 4, int),
-                       per_number_per_second=number("per_number_per_second", 1, float),
-                       per_number_daily_cap=number("per_number_daily_cap", 500, int), help_text=help_text)
+                       api_base_url=base_url.rstrip("/"), max_segments=max_segments(table),
+                       per_number_per_second=_positive(table, "per_number_per_second", 1, float),
+                       per_number_daily_cap=_positive(table, "per_number_daily_cap", 500, int), help_text=help_text)
+
+
+def max_segments(table: Mapping[str, Any]) -> int:
+    """Read [plugins.sms] max_segments alone: `cadence apply` checks texts against it without credentials."""
+    return _positive(table, "max_segments", 4, int)
+
+
+def _positive(table: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+            or (kind is int and value != int(value)):
+        raise SmsConfigError(f"[plugins.sms] {key} must be a positive {'whole ' if kind is int else ''}number, "
+                             f"not {value!r}")
+    return kind(value)
