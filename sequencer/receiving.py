@@ -83,6 +83,8 @@ class PluginCore:
         self.plugin = plugin
         # The session a plugin opened on this thread (see session): reports made inside it join it.
         self._open = threading.local()
+        # Pools of numbers sender_number has added to the numbers table.
+        self._pools: set[tuple[str, ...]] = set()
 
     @property
     def settings(self) -> Mapping[str, Any]:
@@ -408,7 +410,11 @@ class PluginCore:
         return self._runtime.settings.web.base_url
 
     def sender_number(self, touch_id: int, pool: Sequence[str]) -> str | None:
-        return senders.sender_number(self, touch_id, pool)
+        # The pool's numbers get their table rows once per process and pool, not once per text.
+        key = tuple(pool)
+        number = senders.sender_number(self, touch_id, pool, pool_known=key in self._pools)
+        self._pools.add(key)
+        return number
 
     def number_slot(self, number: str, per_second: float, daily_cap: int | None,
                     latest: datetime | None = None) -> Slot:

@@ -17,36 +17,42 @@ from sequencer.models import Lead, LeadNumber, PhoneNumber, Touch
 from sequencer.numbers import Slot
 
 
-def sender_number(core: Core, touch_id: int, pool: Sequence[str]) -> str | None:
+def sender_number(core: Core, touch_id: int, pool: Sequence[str], *, pool_known: bool = False) -> str | None:
     """Return the number a touch goes out from; None when there is none to send from.
 
     A lead hears from one number for the whole conversation: the first text or call fixes it.
     Until then the lead's owner's own number is chosen, else one of the pool (the configured
     `pool` numbers and every number without an owner), the one fewest leads hear from.
+    `pool_known`: the pool's numbers were added to the numbers table already (by this process).
     """
     with core.session() as session:
-        numbers.ensure(session, list(pool), core.now())
-        lead_id, owner_id = session.execute(sa.select(Touch.lead_id, Lead.owner_id).join(Lead, Lead.id == Touch.lead_id)
-                                            .where(Touch.id == touch_id)).one()
-        sticky = _sticky(session, lead_id)
+        if not pool_known:
+            numbers.ensure(session, list(pool), core.now())
+        # The lead, its owner and its number so far in one statement: most texts go to a lead who has one.
+        lead_id, owner_id, sticky = session.execute(
+            sa.select(Touch.lead_id, Lead.owner_id, PhoneNumber.number)
+            .join(Lead, Lead.id == Touch.lead_id)
+            .outerjoin(LeadNumber, LeadNumber.lead_id == Touch.lead_id)
+            .outerjoin(PhoneNumber, PhoneNumber.id == LeadNumber.phone_number_id)
+            .where(Touch.id == touch_id)).one()
         if sticky is not None:
             return sticky
         load = (sa.select(sa.func.count()).where(LeadNumber.phone_number_id == PhoneNumber.id)
                 .correlate(PhoneNumber).scalar_subquery())
-        candidates = sa.select(PhoneNumber.id).order_by(load, PhoneNumber.id).limit(1)
+        candidates = sa.select(PhoneNumber.id, PhoneNumber.number).order_by(load, PhoneNumber.id).limit(1)
         chosen = None
         if owner_id is not None:
-            chosen = session.scalar(candidates.where(PhoneNumber.owner_id == owner_id))
+            chosen = session.execute(candidates.where(PhoneNumber.owner_id == owner_id)).first()
         if chosen is None:
-            chosen = session.scalar(candidates.where(PhoneNumber.owner_id.is_(None)))
+            chosen = session.execute(candidates.where(PhoneNumber.owner_id.is_(None))).first()
         if chosen is None:
             return None
         try:
             with session.begin_nested():
-                session.add(LeadNumber(lead_id=lead_id, phone_number_id=chosen, assigned_at=core.now()))
+                session.add(LeadNumber(lead_id=lead_id, phone_number_id=chosen.id, assigned_at=core.now()))
         except sa.exc.IntegrityError:
-            pass  # another worker fixed the lead's number first: theirs is the one
-        return _sticky(session, lead_id)
+            return _sticky(session, lead_id)  # another worker fixed the lead's number first: theirs is the one
+        return chosen.number
 
 
 def number_slot(core: Core, number: str, per_second: float, daily_cap: int | None,
