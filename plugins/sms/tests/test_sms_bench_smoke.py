@@ -48,3 +48,12 @@ def test_dispatch_sms_smoke_sends_every_text_once(database: str) -> None:
         assert result[side]["rate"] > 0
     assert result["engine"]["report"]["sent"] == result["engine"]["sent_rows"] == n
     assert result["ratio"] > 0 and isinstance(result["target_met"], bool)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_sms_webhooks_smoke_puts_every_text_on_a_timeline(database: str) -> None:
+    result = run_bench(database, "bench/sms_webhooks.py")
+    assert result["benchmark"] == "sms_webhooks" and result["none_lost"] is True
+    run = result["runs"][database]
+    assert (run["requests"], run["accepted"], run["on_timeline"], run["lost"], run["duplicates"]) == (200, 200, 200, 0, 0)
+    assert run["statuses"] == {"200": 200} and run["rate"] > 0 and run["cpu_ms_per_request"] > 0

@@ -1,0 +1,226 @@
+"""Inbound SMS webhooks per second through the production server, none lost.
+
+Starts gunicorn with 2 sync workers serving `sequencer.web.wsgi:app` on loopback, [web] base_url
+pointed at it, with N leads that have phone numbers. A client in this process then posts N
+inbound texts to /hooks/sms/inbound, each from one lead to one of our numbers and signed as
+Twilio signs (RequestValidator over base_url + path and the form, with [plugins.sms] auth_token;
+signatures are computed before the clock starts), from a bounded number of threads, each
+keeping at most one request in flight.
+
+It reports the accepted rate (HTTP 200 answers per second of the whole loop), then checks that
+every message is on a timeline: one sms reply event per MessageSid, each with its lead. CPU ms
+per request is the CPU time gunicorn's master and workers used (/proc, user + system) over the
+requests (the database server's own CPU is not in it). Target: >= 300/s on PostgreSQL.
+
+    .venv/bin/python bench/sms_webhooks.py                           # PostgreSQL, then SQLite
+    .venv/bin/python bench/sms_webhooks.py --database postgresql --requests 10000
+    .venv/bin/python bench/sms_webhooks.py --smoke --database sqlite # 200 requests (CI)
+
+The last line of output is a JSON object with every figure. Exits 0 even when the target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import databases, emit_json, load_world, verdict, write_config  # noqa: E402
+
+import requests  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+from sequencer.db import make_engine  # noqa: E402
+from sequencer.models import InboundEvent, Lead  # noqa: E402
+
+TARGET = 300.0
+OUR_NUMBERS = ("+14155550100", "+14155550101")
+INBOUND_PATH = "/hooks/sms/inbound"
+THREADS = 8
+BODY = "Thanks for the text, can you send me the pricing?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare(url: str, n: int) -> list[str]:
+    """N leads, each with its own valid New York number; return the numbers."""
+    load_world(url, leads=n, due=0)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Lead).values(phone=sa.literal("+1") + sa.cast(Lead.id + 2122000000, sa.String)))
+        phones = conn.execute(sa.select(Lead.phone).order_by(Lead.id)).scalars().all()
+    engine.dispose()
+    return list(phones)
+
+
+def configure(config: Path, port: int, sid: str, token: str) -> None:
+    """Point [web] base_url at the server and give the SMS plugin our numbers and the auth token."""
+    text = config.read_text(encoding="utf-8")
+    start = text.index("base_url = ")
+    end = text.index("\n", start)
+    config.write_text(text[:start] + f'base_url = "http://127.0.0.1:{port}"' + text[end:] + f"""
+[plugins.sms]
+account_sid = "{sid}"
+auth_token = "{token}"
+numbers = ["{OUR_NUMBERS[0]}", "{OUR_NUMBERS[1]}"]
+help_text = "Bench: reply STOP to opt out."
+""", encoding="utf-8")
+
+
+class Gunicorn:
+    """`gunicorn -w 2 sequencer.web.wsgi:app` on loopback, and the CPU time of its processes."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        env = {**os.environ, "SEQUENCER_CONFIG": str(config)}
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
+             "--log-level", "warning", "sequencer.web.wsgi:app"], env=env)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code < 500:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise SystemExit("gunicorn did not start serving /healthz (see its log above)")
+            time.sleep(0.2)
+
+    def pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [self.proc.pid, *map(int, children)]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its workers so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / ticks
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def signed_requests(base_url: str, token: str, phones: list[str]) -> list[tuple[str, dict[str, str], str]]:
+    """One inbound text per lead: (MessageSid, form, signature), signed for base_url + INBOUND_PATH."""
+    validator = RequestValidator(token)
+    url = base_url + INBOUND_PATH
+    out = []
+    for i, phone in enumerate(phones):
+        sid = "SM" + secrets.token_hex(16)
+        form = {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "MessageSid": sid, "SmsMessageSid": sid,
+                "SmsSid": sid, "From": phone, "To": OUR_NUMBERS[i % 2], "Body": BODY, "NumMedia": "0",
+                "NumSegments": "1"}
+        out.append((sid, form, validator.compute_signature(url, form)))
+    return out
+
+
+def post_all(base_url: str, batch: list[tuple[str, dict[str, str], str]]) -> tuple[float, dict[int, int]]:
+    """Post every request from THREADS threads, one in flight each; return seconds and answers by status."""
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    cursor = iter(batch)
+
+    def client() -> None:
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    item = next(cursor, None)
+                if item is None:
+                    return
+                _, form, signature = item
+                try:
+                    status = session.post(base_url + INBOUND_PATH, data=form, timeout=60,
+                                          headers={"X-Twilio-Signature": signature}).status_code
+                except requests.RequestException:
+                    status = 0  # no answer at all
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=client) for _ in range(THREADS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, statuses
+
+
+def run(kind: str, n: int) -> dict[str, Any]:
+    with databases(kind) as dbs:
+        url = dbs.create("webhooks")
+        phones = prepare(url, n)
+        port = free_port()
+        config = write_config(dbs.dir / "config.toml", db_url=url, smtp_port=1)
+        sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+        configure(config, port, sid, token)
+        base_url = f"http://127.0.0.1:{port}"
+        batch = signed_requests(base_url, token, phones)
+        server = Gunicorn(config, port)
+        try:
+            cpu_before = server.cpu_seconds()
+            seconds, statuses = post_all(base_url, batch)
+            cpu = server.cpu_seconds() - cpu_before
+        finally:
+            server.close()
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            recorded = conn.execute(sa.select(InboundEvent.message_id).where(
+                InboundEvent.channel == "sms", InboundEvent.kind == "reply",
+                InboundEvent.lead_id.is_not(None))).scalars().all()
+        engine.dispose()
+    accepted = statuses.get(200, 0)
+    on_timeline = len(set(recorded) & {sid for sid, _, _ in batch})
+    rate = accepted / seconds
+    result = {"database": kind, "requests": n, "accepted": accepted, "statuses": statuses,
+              "seconds": round(seconds, 3), "rate": round(rate, 1), "on_timeline": on_timeline,
+              "lost": n - on_timeline, "duplicates": len(recorded) - len(set(recorded)),
+              "cpu_ms_per_request": round(cpu * 1000 / n, 2), "gunicorn_workers": 2, "client_threads": THREADS}
+    print(f"{kind}: {accepted:,} of {n:,} signed inbound texts accepted in {seconds:.2f} s = {rate:,.0f}/s "
+          f"(answers {statuses}); {on_timeline:,} on a timeline, {n - on_timeline:,} lost; "
+          f"gunicorn CPU {cpu * 1000 / n:.2f} ms per request", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=5_000, help="inbound texts to post (default 5,000)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both",
+                        help="both: PostgreSQL (the target), then SQLite")
+    parser.add_argument("--smoke", action="store_true", help="tiny size for CI: 200 requests")
+    args = parser.parse_args()
+    n = 200 if args.smoke else args.requests
+    kinds = ("postgresql", "sqlite") if args.database == "both" else (args.database,)
+    runs = {kind: run(kind, n) for kind in kinds}
+    met = runs["postgresql"]["rate"] >= TARGET if "postgresql" in runs else None
+    if met is not None:
+        print(f"PostgreSQL: {runs['postgresql']['rate']:,.0f}/s (target >= {TARGET:.0f}/s): {verdict(met)}", flush=True)
+    emit_json({"benchmark": "sms_webhooks", "runs": runs, "target": TARGET, "target_met": met,
+               "none_lost": all(r["lost"] == 0 and r["accepted"] == r["requests"] for r in runs.values())})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
