@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from sequencer.channels import Channel, Sender, SenderState
+from sequencer.config import GENERATE_SECRET, MIN_SECRET_BYTES
 from sequencer.models import Mailbox
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 Status = Literal["ok", "warn", "fail", "skip"]
 DOCS = "docs/deliverability.md"
-MIN_SECRET_LENGTH = 32
 # Secrets shipped in examples, demos and tests: anyone can forge unsubscribe tokens with them.
 KNOWN_SECRETS = frozenset({
     "demo-secret-key-not-for-production", "test-secret-key", "secret", "secret-key", "secret_key", "changeme",
@@ -55,7 +55,7 @@ def run_checks(runtime: Runtime, *, dns_resolver: Any = None, timeout: float = 5
     """
     settings = runtime.settings
     checks = [check_postal_address(settings.sending.postal_address), check_base_url(settings.web.base_url),
-              check_secret_key(settings.web.secret_key)]
+              check_secret_key(settings.web.signing_key, missing=settings.web.signing_key_missing)]
     channel = runtime.plugins.channel("email")
     with runtime.session() as session:
         checks.append(_check_email_plugin(runtime, session, channel))
@@ -96,18 +96,22 @@ def check_base_url(base_url: str) -> Check:
     return Check("base_url", "ok", base_url)
 
 
-def check_secret_key(secret_key: str) -> Check:
-    fix = ("generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'` and set "
+def check_secret_key(secret_key: str | None, *, missing: str = "[web] secret_key is not set") -> Check:
+    fix = (f"generate one with `{GENERATE_SECRET}` and set "
            '[web] secret_key = { env = "SEQUENCER_SECRET_KEY" }; do it before the first send: a new key '
            "breaks the unsubscribe links of mail already sent")
+    if secret_key is None:
+        return Check("secret_key", "fail", f"{missing}: unsubscribe links and sign-in cannot be signed", fix)
     lowered = secret_key.strip().lower()
     if lowered in KNOWN_SECRETS or "not-for-production" in lowered or "changeme" in lowered.replace("-", ""):
         return Check("secret_key", "warn", "[web] secret_key is a published demo or default value: anyone could "
                      "forge unsubscribe links and sessions", fix)
-    if len(secret_key) < MIN_SECRET_LENGTH:
-        return Check("secret_key", "warn", f"[web] secret_key has {len(secret_key)} characters; use at least "
-                     f"{MIN_SECRET_LENGTH} random ones", fix)
-    return Check("secret_key", "ok", f"{len(secret_key)} characters")
+    size = len(secret_key.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        # The same measure `serve` and `worker` refuse to start below (sequencer.config).
+        return Check("secret_key", "warn", f"[web] secret_key is {size} bytes long; use at least "
+                     f"{MIN_SECRET_BYTES} random bytes", fix)
+    return Check("secret_key", "ok", f"{size} bytes")
 
 
 def _is_local_host(host: str) -> bool:

@@ -163,6 +163,17 @@ def test_secret_key(secret: str, status: str) -> None:
     assert secret not in check.detail  # never print the secret itself
 
 
+def test_missing_secret_key_fails_with_the_fix() -> None:
+    check = check_secret_key(None, missing="config.toml: web.secret_key reads SEQUENCER_SECRET_KEY, which is not set")
+    assert check.status == "fail" and "SEQUENCER_SECRET_KEY" in check.detail and "secrets.token_urlsafe" in check.fix
+
+
+def test_doctor_runs_without_a_secret_key(runtime) -> None:  # noqa: ANN001
+    runtime.settings.web.signing_key = None
+    checks = by_name(run_checks(runtime, dns_resolver=good_dns()))
+    assert checks["secret_key"].status == "fail" and checks["postal_address"].status == "ok"
+
+
 def test_disabled_email_plugin_fails(runtime, cli) -> None:  # noqa: ANN001
     cli("plugins", "disable", "email")
     check = by_name(run_checks(runtime, dns_resolver=good_dns()))["email plugin"]
