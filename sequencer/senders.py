@@ -10,6 +10,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from sequencer import numbers
 from sequencer.channels import Core
@@ -39,18 +41,17 @@ def sender_number(core: Core, touch_id: int, pool: Sequence[str], *, pool_known:
             return sticky
         load = (sa.select(sa.func.count()).where(LeadNumber.phone_number_id == PhoneNumber.id)
                 .correlate(PhoneNumber).scalar_subquery())
-        candidates = sa.select(PhoneNumber.id, PhoneNumber.number).order_by(load, PhoneNumber.id).limit(1)
-        chosen = None
-        if owner_id is not None:
-            chosen = session.execute(candidates.where(PhoneNumber.owner_id == owner_id)).first()
-        if chosen is None:
-            chosen = session.execute(candidates.where(PhoneNumber.owner_id.is_(None))).first()
+        # The owner's own numbers first, then the pool's: each by how many leads already hear from it.
+        mine = PhoneNumber.owner_id == owner_id if owner_id is not None else sa.false()
+        chosen = session.execute(
+            sa.select(PhoneNumber.id, PhoneNumber.number).where(sa.or_(mine, PhoneNumber.owner_id.is_(None)))
+            .order_by(sa.case((mine, 0), else_=1), load, PhoneNumber.id).limit(1)).first()
         if chosen is None:
             return None
-        try:
-            with session.begin_nested():
-                session.add(LeadNumber(lead_id=lead_id, phone_number_id=chosen.id, assigned_at=core.now()))
-        except sa.exc.IntegrityError:
+        insert = (sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert)(LeadNumber)
+        added = session.execute(insert.values(lead_id=lead_id, phone_number_id=chosen.id, assigned_at=core.now())
+                                .on_conflict_do_nothing(index_elements=[LeadNumber.lead_id]))
+        if added.rowcount == 0:
             return _sticky(session, lead_id)  # another worker fixed the lead's number first: theirs is the one
         return chosen.number
 
