@@ -175,3 +175,29 @@ def test_21610_is_never_retried_and_suppresses_the_number_on_every_channel(
     assert lead.opted_out_at is not None
     assert failed.status != "sent" and "21610" in (failed.error or "")
     assert enrollment(runtime).state not in ("active", "paused")
+
+
+def test_a_wrong_number_on_a_call_stops_the_later_texts_and_calls(cli, runtime, tmp_path: Path, fake_twilio) -> None:
+    team(cli, REP, name="Rita Rep", timezone="America/New_York")
+    leads(cli, tmp_path, f"ann@beta.example,{PHONE},Ann")
+    consent(cli)
+    call = 'key = "{key}"\nchannel = "voice"\naction = "manual"\nwait = "{wait}"\nbody = "Call {{{{ lead.first_name }}}}."\n'
+    apply(cli, tmp_path, cadence("calls", call.format(key="call1", wait="0d"), sms("nudge", "1d"),
+                                 call.format(key="call2", wait="1d"),
+                                 'key = "mail"\nchannel = "email"\nwait = "1d"\nsubject = "Hi"\nbody = "Hello."\n'))
+    cli("enroll", "--cadence", "calls", PHONE, now=MONDAY)
+    cli("worker", "--once", now=MONDAY)
+    with runtime.session() as session:
+        [task] = session.scalars(sa.select(Task)).all()
+    cli("task", "done", str(task.id), "--outcome", "wrong_number", now=MONDAY)
+
+    for day in ("2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"):
+        cli("worker", "--once", now=f"{day}T15:00:00Z")
+    assert fake_twilio.sent() == []  # no text to the wrong number
+    with runtime.session() as session:
+        assert session.scalar(sa.select(Lead.phone_wrong))
+        assert session.scalar(sa.select(sa.func.count()).select_from(Task)) == 1  # no second call task
+        statuses = dict(session.execute(sa.select(Touch.step_key, Touch.status)).all())
+    assert statuses["nudge"] == "skipped" and statuses["call2"] == "skipped"
+    # The email address is still good: the cadence goes on by email.
+    assert statuses["mail"] == "sent"
