@@ -201,3 +201,33 @@ def test_a_wrong_number_on_a_call_stops_the_later_texts_and_calls(cli, runtime, 
     assert statuses["nudge"] == "skipped" and statuses["call2"] == "skipped"
     # The email address is still good: the cadence goes on by email.
     assert statuses["mail"] == "sent"
+
+
+def test_a_rep_sends_a_manual_sms_task_edited_through_the_sms_channel(cli, runtime, tmp_path: Path,
+                                                                        fake_twilio) -> None:
+    from sequencer import manual
+    from sequencer.models import User
+
+    team(cli, REP, name="Rita Rep", timezone="America/New_York")
+    leads(cli, tmp_path, f"ann@beta.example,{PHONE},Ann")
+    consent(cli)
+    apply(cli, tmp_path, cadence("by_hand", sms("text").replace('channel = "sms"', 'channel = "sms"\naction = "manual"'),
+                                 sms("later", "1d", "Following up, {{ lead.first_name }}.")))
+    cli("enroll", "--cadence", "by_hand", PHONE, now=MONDAY)
+    cli("worker", "--once", now=MONDAY)
+    with runtime.session() as session:
+        [task] = session.scalars(sa.select(Task)).all()
+        rep_id = session.scalar(sa.select(User.id).where(User.email == REP))
+
+    result = manual.send(runtime, task.id, subject=None, body="Hi Ann, this is Rita. Free for 5 min today?",
+                         user_id=rep_id)
+    [text] = fake_twilio.sent()
+    assert result.accepted and (text.form["To"], text.form["From"]) == (PHONE, POOL[0])
+    assert text.form["Body"] == "Hi Ann, this is Rita. Free for 5 min today?"
+    sent = touch(runtime, "text")
+    assert (sent.status, sent.provider_id) == ("sent", text.sid)
+    with runtime.session() as session:
+        assert session.get(Task, task.id).state == "done"
+    # The cadence goes on from the rep's send, from the same number.
+    cli("worker", "--once", now="2026-03-03T15:00:00Z")
+    assert [(r.form["From"], r.form["Body"]) for r in fake_twilio.sent()][1] == (POOL[0], "Following up, Ann.")
