@@ -27,10 +27,14 @@ from bench.bounce_corpus import CORPUS
 from sequencer.leads import LeadDataError, email_key
 from sequencer.models import Cadence, Enrollment, InboundEvent, Lead, Mailbox, Step, Touch, User
 from sequencer.testing.world import REP
+from sequencer.testing import IN_CI
 from sequencer_email.inbound import handle_email
 from sequencer_email.reading import read_message
 
 if not CORPUS.is_dir():
+    # The corpus is shared/ beside the checkout; CI always lays it there, so missing it there is a failure.
+    if IN_CI:
+        pytest.fail(f"CI=true and the bounce corpus is not at {CORPUS}", pytrace=False)
     pytest.skip(f"bounce corpus not found at {CORPUS}", allow_module_level=True)
 
 SEED = 20260302

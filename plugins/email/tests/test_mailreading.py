@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.bounce_corpus import CORPUS, categories, corpus_half, expected_kind, measure
+from sequencer.testing import IN_CI
 from sequencer_email.reading import as_dict, read_message
 from sequencer_email.reading.bounces import REASON_CAUSE
 
@@ -16,6 +17,9 @@ SAMPLES = Path(__file__).parent / "data" / "mail"
 TODAY = datetime.date(2026, 1, 7)  # a Wednesday
 
 if not CORPUS.is_dir():
+    # The corpus is shared/ beside the checkout; CI always lays it there, so missing it there is a failure.
+    if IN_CI:
+        pytest.fail(f"CI=true and the bounce corpus is not at {CORPUS}", pytrace=False)
     pytest.skip(f"bounce corpus not found at {CORPUS}", allow_module_level=True)
 
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())
