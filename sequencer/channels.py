@@ -318,6 +318,16 @@ def e164(number: str) -> str:
     return parse(number)
 
 
+def public_url(base_url: str, path: str, query_string: bytes = b"") -> str:
+    """Return the URL a provider called, as it saw it: `[web] base_url` + path (+ query).
+
+    Webhook signatures (Twilio's X-Twilio-Signature) are computed on the public URL, which a
+    proxy in front of Sequencer hides from the request itself.
+    """
+    url = base_url.rstrip("/") + path
+    return url + "?" + query_string.decode("latin-1") if query_string else url
+
+
 def core_for(plugin: str) -> Core:
     """Return the Core of `plugin` (its entry-point name) for the running command or web request.
 

@@ -7,7 +7,7 @@ import flask
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from sequencer.channels import Core, core_for
+from sequencer.channels import Core, core_for, public_url
 from sequencer_sms.channel import INBOUND_PATH, STATUS, STATUS_PATH
 from sequencer_sms.errors import RECIPIENT_PROBLEMS
 from sequencer_sms.settings import SmsConfigError, SmsSettings, read_settings
@@ -77,9 +77,7 @@ def _authenticated() -> tuple[Core, SmsSettings]:
         # Without the auth token no signature can be checked, so nothing may be recorded.
         flask.abort(_text(f"the sms plugin is not configured: {exc}", 503))
     request = flask.request
-    url = core.base_url.rstrip("/") + request.path
-    if request.query_string:
-        url += "?" + request.query_string.decode("latin-1")
+    url = public_url(core.base_url, request.path, request.query_string)
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not RequestValidator(settings.auth_token).validate(url, request.form, signature):
         log.warning("sms: %s with a missing or wrong X-Twilio-Signature (checked against %s); nothing recorded",

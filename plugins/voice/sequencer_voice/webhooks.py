@@ -10,7 +10,7 @@ import logging
 import flask
 from twilio.request_validator import RequestValidator
 
-from sequencer.channels import Core, DialError, core_for
+from sequencer.channels import Core, DialError, core_for, public_url
 from sequencer_voice import twiml
 from sequencer_voice.calls import FINAL, STATUS
 from sequencer_voice.channel import DROP_PATH, PLAYED_PATH, STATUS_PATH
@@ -120,9 +120,7 @@ def _authenticated() -> tuple[Core, VoiceSettings]:
         # Without the auth token no signature can be checked, so nothing may be said or recorded.
         flask.abort(_text(f"the voice plugin is not configured: {exc}", 503))
     request = flask.request
-    url = core.base_url.rstrip("/") + request.path
-    if request.query_string:
-        url += "?" + request.query_string.decode("latin-1")
+    url = public_url(core.base_url, request.path, request.query_string)
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not RequestValidator(settings.auth_token).validate(url, request.form, signature):
         log.warning("voice: %s with a missing or wrong X-Twilio-Signature (checked against %s); nothing recorded",
