@@ -74,6 +74,17 @@ _TEMPORARY = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutErro
 # Around a keyword: spaces (rule 10) and the punctuation people type after a word ("STOP!").
 _KEYWORD_TRIM = " \t\r\n.!?,;:'\"«»"
 
+# The statements of every inbound message, built once (building them cost more than running them).
+_PRIOR_MESSAGE = (sa.select(InboundEvent.classification, InboundEvent.lead_id, InboundEvent.touch_id)
+                  .where(InboundEvent.channel == sa.bindparam("channel"),
+                         InboundEvent.message_id == sa.bindparam("message_id")).limit(1))
+_LEADS_BY_EMAIL = sa.select(Lead).where(Lead.email_normalized == sa.bindparam("address"))
+_LEADS_BY_PHONE = sa.select(Lead).where(Lead.phone == sa.bindparam("address")).order_by(Lead.id)
+# The lead's last touch on the channel: what a reply answers when it names no message of ours.
+_LAST_TOUCH = (sa.select(Touch).where(Touch.lead_id == sa.bindparam("lead_id"), Touch.channel == sa.bindparam("channel"))
+               .options(so.load_only(Touch.enrollment_id, Touch.lead_id, Touch.mailbox_id))
+               .order_by(Touch.id.desc()).limit(1))
+
 
 class PluginCore:
     """One plugin's Core: the runtime's database and clock, that plugin's settings, the report methods."""
@@ -195,8 +206,8 @@ class PluginCore:
                         asks_to_stop: bool = False, details: Mapping[str, Any] | None = None) -> Receipt:
         with self.session() as session:
             if provider_id:
-                prior = session.scalar(sa.select(InboundEvent).where(
-                    InboundEvent.channel == channel, InboundEvent.message_id == provider_id[:_MESSAGE_ID_CHARS]).limit(1))
+                prior = session.execute(_PRIOR_MESSAGE, {"channel": channel,
+                                                         "message_id": provider_id[:_MESSAGE_ID_CHARS]}).first()
                 if prior is not None:
                     return Receipt(prior.classification.get("action", "reply"), lead_id=prior.lead_id,
                                    touch_id=prior.touch_id, detail=f"message {provider_id} was already received")
@@ -532,8 +543,7 @@ class PluginCore:
             self._message_event(session, "reply", message, None, None, "unmatched", unmatched=why)
             return Receipt("unmatched", kind="reply", detail=f"no lead has the address {message['from']}")
         touch = message["touch"] if message["touch"] is not None and message["touch"].lead_id == lead.id else (
-            session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id, Touch.channel == channel)
-                            .order_by(Touch.id.desc()).limit(1)).first())
+            session.scalars(_LAST_TOUCH, {"lead_id": lead.id, "channel": channel}).first())
         plugins = self._runtime.plugins
         ended = end_on_reply(session, lead.id, replied_to=touch.enrollment_id if touch else None, now=now,
                              plugins=plugins)
@@ -627,9 +637,9 @@ def _folded(words: list[str]) -> set[str]:
 
 def _leads(session: so.Session, kind: str | None, address: str) -> list[Lead]:
     if kind == "email":
-        return list(session.scalars(sa.select(Lead).where(Lead.email_normalized == address)))
+        return list(session.scalars(_LEADS_BY_EMAIL, {"address": address}))
     if kind == "phone":
-        return list(session.scalars(sa.select(Lead).where(Lead.phone == address).order_by(Lead.id)))
+        return list(session.scalars(_LEADS_BY_PHONE, {"address": address}))
     return []
 
 

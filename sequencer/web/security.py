@@ -135,7 +135,8 @@ def add_security_headers(response: Response) -> Response:
     """Add the security headers to every response; a route that set a stricter one keeps it."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if current_user.is_authenticated:
+    # Webhooks come from providers without a session; reading one would only cost time.
+    if not request.path.startswith(HOOKS_PREFIX) and current_user.is_authenticated:
         # Pages about leads must not stay in a shared computer's cache after signing out.
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -71,6 +71,18 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
                        per_number_daily_cap=_positive(table, "per_number_daily_cap", 500, int), help_text=help_text)
 
 
+_last_read: tuple[dict[str, Any], SmsSettings] | None = None
+
+
+def settings_for_request(table: Mapping[str, Any]) -> SmsSettings:
+    """read_settings, remembered while [plugins.sms] stays the same: every webhook needs it, and
+    checking the numbers as E.164 each time cost more than the signature check."""
+    global _last_read
+    if _last_read is None or _last_read[0] != table:
+        _last_read = (dict(table), read_settings(table))
+    return _last_read[1]
+
+
 def max_segments(table: Mapping[str, Any]) -> int:
     """Read [plugins.sms] max_segments alone: `cadence apply` checks texts against it without credentials."""
     return _positive(table, "max_segments", 4, int)
