@@ -182,6 +182,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500, help="engine batch size (default 500)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--smoke", action="store_true", help="tiny size for CI: 200 touches")
+    parser.add_argument("--concurrent-requests", type=int,
+                        help="sms: [plugins.sms] concurrent_requests for the engine (default: the plugin's)")
     parser.add_argument("--profile", metavar="PATH", help="write cProfiles of both parts to PATH.engine and PATH.bare")
     args = parser.parse_args()
     if args.channel == "sms":
@@ -261,7 +263,7 @@ def prepare_sms(url: str, now: Any) -> None:
     engine.dispose()
 
 
-def sms_config(config: Path, fake: SinkProcess) -> None:
+def sms_config(config: Path, fake: SinkProcess, concurrent_requests: int | None) -> None:
     """Add [plugins.sms] for the fake, unthrottled, and contact hours all day (the bench runs at any hour)."""
     sid, token = fake.words
     with config.open("a", encoding="utf-8") as out:
@@ -279,7 +281,7 @@ api_base_url = "http://127.0.0.1:{fake.port}"
 per_number_per_second = 1000000
 per_number_daily_cap = 1000000000
 help_text = "Bench: reply STOP to opt out."
-""")
+""" + (f"concurrent_requests = {concurrent_requests}\n" if concurrent_requests else ""))
 
 
 def _bare_sms_loop(runtime: Runtime, renderer: Renderer, fake: SinkProcess) -> int:
@@ -321,7 +323,7 @@ def main_sms(args: argparse.Namespace) -> int:
             prepare_sms(url, utcnow())
             print(f"setup: {n:,} leads and enrollments loaded in {world.seconds:.1f} s", flush=True)
             config = write_config(dbs.dir / "config.toml", db_url=url, smtp_port=1, batch_size=args.batch_size)
-            sms_config(config, fake)
+            sms_config(config, fake, args.concurrent_requests)
             runtime = Runtime(load_settings(config), SystemClock())
             renderer = runtime.renderer  # built (and plugins loaded) before either timer starts
             try:

@@ -245,6 +245,14 @@ class Core(Protocol):
         nothing was taken: defer the touch to `at` (SendResult.defer_until), never fail it.
         """
 
+    def sender_numbers(self, touch_ids: Sequence[int], pool: Sequence[str]) -> Mapping[int, str | None]:
+        """sender_number for a group of touches in one transaction: touch id -> number (or None)."""
+
+    def number_slots(self, numbers: Sequence[str], per_second: float, daily_cap: int | None,
+                     latest: datetime | None = None) -> list[Slot]:
+        """number_slot for each entry of `numbers` in order (one per text; a number may repeat), in one
+        transaction: a group's slots taken at once, shared by every worker as number_slot's."""
+
     def is_our_number(self, number: str, pool: Sequence[str]) -> bool:
         """Tell whether a number (E.164) is ours: one of `pool` or one in `sequencer numbers list`."""
 

@@ -202,7 +202,7 @@ def call_recording(core: Core, provider_id: str, recording_id: str, url: str, du
 def account_slot(core: Core, key: str, per_second: float, latest: datetime) -> Slot:
     """Take the next slot of a rate shared by every worker (calls per second of a provider account).
 
-    As sequencer.numbers.reserve_slot, one conditional UPDATE ... RETURNING: PostgreSQL
+    One conditional UPDATE ... RETURNING (one slot at a time, unlike numbers.reserve_slots): PostgreSQL
     serializes it on the row lock, SQLite on its single writer. Nothing is taken (`reserved`
     False) when the next free slot starts after `latest`; `at` then says when to try again.
     """

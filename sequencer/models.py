@@ -426,9 +426,9 @@ class PhoneNumber(Base):
     number: so.Mapped[str] = so.mapped_column(sa.String(20), unique=True)  # E.164
     owner_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
     created_at: so.Mapped[datetime]
-    # The per-number rate and daily cap hold across workers, so they live on the row and one
-    # UPDATE takes a slot (sequencer.numbers.reserve_slot). Integers, not timestamps, so that
-    # the UPDATE can do the arithmetic on SQLite and PostgreSQL alike.
+    # The per-number rate and daily cap hold across workers, so they live on the row, read
+    # locked and written back by sequencer.numbers.reserve_slots. Integers: slot arithmetic
+    # in microseconds, the same on SQLite and PostgreSQL.
     # Microseconds since the epoch (UTC) from which the number's next message may go.
     next_slot_us: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
     # The UTC day (days since the epoch) that cap_count counts, and how many slots it has given.

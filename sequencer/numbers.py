@@ -1,12 +1,14 @@
 """The phone numbers we text and call from: a rep's own or the team pool's, and their sending slots.
 
 SMS and voice share these numbers, so they are core. The per-number rate and daily cap must
-hold across any number of workers: `reserve_slot` takes a slot with one conditional UPDATE,
-which PostgreSQL serializes on the row lock and SQLite on its single writer.
+hold across any number of workers: `reserve_slots` reads the numbers' rows locked and writes
+their next slots back in the same transaction, which PostgreSQL serializes on the row locks and
+SQLite on its single writer.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -97,39 +99,59 @@ def ensure(session: so.Session, numbers: list[str], now: datetime) -> None:
 
 def reserve_slot(session: so.Session, number: str, per_second: float, now: datetime, *,
                  latest: datetime | None = None, daily_cap: int | None = None) -> Slot:
-    """Take the number's next sending slot and return when it starts.
+    """Take the number's next sending slot and return when it starts (see reserve_slots)."""
+    return reserve_slots(session, [number], per_second, now, latest=latest, daily_cap=daily_cap)[0]
 
-    Slots are 1/per_second apart. Nothing is taken (`reserved` False) when the next free
-    slot starts after `latest`, or when the number already has `daily_cap` slots this UTC
-    day; `at` then says when to try again. Commit soon after: on PostgreSQL the row stays
-    locked against other workers until then.
+
+def reserve_slots(session: so.Session, wanted: Sequence[str], per_second: float, now: datetime, *,
+                  latest: datetime | None = None, daily_cap: int | None = None) -> list[Slot]:
+    """Take one sending slot per entry of `wanted`, in order (a number may repeat); return when each starts.
+
+    Slots are 1/per_second apart. Nothing is taken for an entry (`reserved` False) when its
+    number's next free slot starts after `latest`, or when the number already has `daily_cap`
+    slots this UTC day; `at` then says when to try again. The numbers' rows are read locked
+    (FOR UPDATE on PostgreSQL; SQLite's transactions begin IMMEDIATE, holding the write lock),
+    so workers never share a slot; a group's slots cost two statements, whatever its size.
+    Commit soon after: other workers wait for these rows until then.
     """
     if per_second <= 0:
         raise ValueError(f"per_second must be positive, not {per_second!r}")
+    if not wanted:
+        return []
     interval = math.ceil(1_000_000 / per_second)
     now_us = _us(now)
     today = now_us // _US_PER_DAY
-    start = sa.case((PhoneNumber.next_slot_us > now_us, PhoneNumber.next_slot_us), else_=now_us)
-    query = sa.update(PhoneNumber).where(PhoneNumber.number == number)
-    if latest is not None:
-        query = query.where(PhoneNumber.next_slot_us <= _us(latest))
-    if daily_cap is not None:
-        query = query.where(sa.or_(PhoneNumber.cap_day != today, PhoneNumber.cap_count < daily_cap))
-    # SET expressions read the row as it was before the UPDATE, on both databases.
-    query = query.values(next_slot_us=start + interval,
-                         cap_count=sa.case((PhoneNumber.cap_day == today, PhoneNumber.cap_count + 1), else_=1),
-                         cap_day=today).returning(PhoneNumber.next_slot_us)
-    taken = session.execute(query.execution_options(synchronize_session=False)).scalar()
-    if taken is not None:
-        return Slot(_instant(taken - interval), reserved=True)
-    row = session.execute(sa.select(PhoneNumber.next_slot_us, PhoneNumber.cap_day, PhoneNumber.cap_count)
-                          .where(PhoneNumber.number == number)).one_or_none()
-    if row is None:
-        raise NumberError(f"{number} is not one of our numbers; add it to [plugins.sms] numbers or "
-                          f"`sequencer numbers assign {number} --owner EMAIL`")
-    if daily_cap is not None and row.cap_day == today and row.cap_count >= daily_cap:
-        return Slot(_instant((today + 1) * _US_PER_DAY), reserved=False)
-    return Slot(_instant(max(row.next_slot_us, now_us)), reserved=False)
+    latest_us = _us(latest) if latest is not None else None
+    # In id order, so that two workers locking overlapping numbers cannot deadlock.
+    rows = session.execute(
+        sa.select(PhoneNumber.id, PhoneNumber.number, PhoneNumber.next_slot_us, PhoneNumber.cap_day,
+                  PhoneNumber.cap_count)
+        .where(PhoneNumber.number.in_(set(wanted))).order_by(PhoneNumber.id).with_for_update()).all()
+    state = {row.number: [row.next_slot_us, row.cap_day, row.cap_count] for row in rows}
+    ids = {row.number: row.id for row in rows}
+    slots = []
+    for number in wanted:
+        if number not in state:
+            raise NumberError(f"{number} is not one of our numbers; add it to [plugins.sms] numbers or "
+                              f"`sequencer numbers assign {number} --owner EMAIL`")
+        next_us, day, count = state[number]
+        used_today = count if day == today else 0
+        start = max(next_us, now_us)
+        if daily_cap is not None and used_today >= daily_cap:
+            slots.append(Slot(_instant((today + 1) * _US_PER_DAY), reserved=False))
+        elif latest_us is not None and next_us > latest_us:
+            slots.append(Slot(_instant(start), reserved=False))
+        else:
+            state[number] = [start + interval, today, used_today + 1]
+            slots.append(Slot(_instant(start), reserved=True))
+    taken = [{"row_id": ids[number], "next_us": next_us, "day": day, "count": count}
+             for number, (next_us, day, count) in state.items()]
+    table = PhoneNumber.__table__
+    session.connection().execute(
+        sa.update(table).where(table.c.id == sa.bindparam("row_id"))
+        .values(next_slot_us=sa.bindparam("next_us"), cap_day=sa.bindparam("day"), cap_count=sa.bindparam("count")),
+        taken)
+    return slots
 
 
 def _us(at: datetime) -> int:

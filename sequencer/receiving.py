@@ -427,9 +427,19 @@ class PluginCore:
         self._pools.add(key)
         return number
 
+    def sender_numbers(self, touch_ids: Sequence[int], pool: Sequence[str]) -> dict[int, str | None]:
+        key = tuple(pool)
+        chosen = senders.sender_numbers(self, touch_ids, pool, pool_known=key in self._pools)
+        self._pools.add(key)
+        return chosen
+
     def number_slot(self, number: str, per_second: float, daily_cap: int | None,
                     latest: datetime | None = None) -> Slot:
         return senders.number_slot(self, number, per_second, daily_cap, latest)
+
+    def number_slots(self, numbers: Sequence[str], per_second: float, daily_cap: int | None,
+                     latest: datetime | None = None) -> list[Slot]:
+        return senders.number_slots(self, numbers, per_second, daily_cap, latest)
 
     def is_our_number(self, number: str, pool: Sequence[str]) -> bool:
         return senders.is_our_number(self, number, pool)

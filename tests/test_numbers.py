@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from sequencer.models import PhoneNumber
-from sequencer.numbers import ensure, reserve_slot
+from sequencer.numbers import ensure, reserve_slot, reserve_slots
 from sequencer.testing.world import team
 
 NUMBER = "+14155550123"
@@ -81,3 +81,46 @@ def test_two_workers_never_share_a_slot(runtime) -> None:
     with runtime.session() as session:
         row = session.scalar(sa.select(PhoneNumber).where(PhoneNumber.number == NUMBER))
         assert row.cap_count == 200
+
+
+def test_a_group_takes_its_slots_in_one_go(runtime) -> None:
+    other = "+14155550124"
+    with runtime.session() as session:
+        ensure(session, [NUMBER, other], NOW)
+    with runtime.session() as session:
+        slots = reserve_slots(session, [NUMBER, other, NUMBER, NUMBER, other], 2, NOW,
+                              latest=NOW + timedelta(milliseconds=600))
+    assert [(s.at - NOW, s.reserved) for s in slots] == [
+        (timedelta(0), True), (timedelta(0), True), (timedelta(milliseconds=500), True),
+        # The third slot of NUMBER would start 1 s from now, after `latest`: nothing taken, try then.
+        (timedelta(seconds=1), False), (timedelta(milliseconds=500), True)]
+    with runtime.session() as session:
+        # What the group took is taken for everyone: the next slots follow on.
+        assert reserve_slot(session, NUMBER, 2, NOW).at == NOW + timedelta(seconds=1)
+        assert reserve_slot(session, other, 2, NOW).at == NOW + timedelta(seconds=1)
+        capped = reserve_slots(session, [NUMBER] * 3, 1000, NOW, daily_cap=4)
+    assert [s.reserved for s in capped] == [True, False, False]
+    assert capped[1].at == datetime(2026, 3, 3, tzinfo=timezone.utc)
+
+
+def test_groups_and_single_slots_from_many_workers_never_overlap(runtime) -> None:
+    """Four workers, two taking groups of five slots and two one at a time, each in its own transactions."""
+    with runtime.session() as session:
+        ensure(session, [NUMBER], NOW)
+    slots: list[datetime] = []
+    lock, start = threading.Lock(), threading.Barrier(4)
+
+    def worker(group: int) -> None:
+        start.wait()
+        for _ in range(50 // group):
+            with runtime.session() as session:
+                taken = reserve_slots(session, [NUMBER] * group, 10, NOW)
+            with lock:
+                slots.extend(slot.at for slot in taken)
+
+    threads = [threading.Thread(target=worker, args=(group,)) for group in (5, 5, 1, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(slots) == [NOW + timedelta(milliseconds=100 * i) for i in range(200)]

@@ -1,7 +1,9 @@
 """The SMS channel: texts sent with Twilio's SDK, each result classified for at-most-once sending."""
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,47 +79,91 @@ class SmsChannel(Channel):
         self.check_rendered(touch.text)
 
     def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
-        """Send every touch over one HTTP session and return one result per touch, in order."""
+        """Send every touch and return one result per touch, in order.
+
+        The senders and rate slots of the whole group are taken first, in one transaction each;
+        then the texts go out, each at its slot, up to [plugins.sms] concurrent_requests at once,
+        each sending thread with its own HTTP session.
+        """
         try:
             settings = read_settings(self.context.settings)
         except SmsConfigError as exc:
             return [SendResult(t.touch_id, accepted=False, retryable=True, error=str(exc)) for t in touches]
-        http = _HttpClient(timeout=HTTP_TIMEOUT)
-        # environment={}: credentials and the API host come from [plugins.sms] only, never from TWILIO_* variables.
-        client = Client(settings.account_sid, settings.auth_token, environment={}, http_client=http)
-        client.api.base_url = settings.api_base_url
-        try:
-            return [self._send(client, http, settings, touch) for touch in touches]
-        finally:
-            if http.session is not None:
-                http.session.close()
+        plans = self._plan(settings, touches)
+        clients: list[tuple[Client, _HttpClient]] = []
+        mine = threading.local()
 
-    def _send(self, client: Client, http: _HttpClient, settings: SmsSettings, touch: OutboundTouch) -> SendResult:
+        def send(touch: OutboundTouch, plan: SendResult | dict[str, Any]) -> SendResult:
+            if isinstance(plan, SendResult):
+                return plan
+            if not hasattr(mine, "client"):
+                http = _HttpClient(timeout=HTTP_TIMEOUT)
+                # environment={}: credentials and the API host come from [plugins.sms] only, never TWILIO_* variables.
+                mine.client = Client(settings.account_sid, settings.auth_token, environment={}, http_client=http)
+                mine.client.api.base_url = settings.api_base_url
+                mine.http = http
+                clients.append((mine.client, http))
+            return self._send(mine.client, mine.http, settings, touch, plan)
+
+        workers = min(settings.concurrent_requests, sum(isinstance(plan, dict) for plan in plans))
+        try:
+            if workers <= 1:
+                return [send(touch, plan) for touch, plan in zip(touches, plans)]
+            with ThreadPoolExecutor(workers, thread_name_prefix="sms-send") as pool:
+                return list(pool.map(send, touches, plans))
+        finally:
+            for _, http in clients:
+                if http.session is not None:
+                    http.session.close()
+
+    def _plan(self, settings: SmsSettings, touches: list[OutboundTouch]) -> list[SendResult | dict[str, Any]]:
+        """Return, per touch, the Messages.create arguments to send with, or the result it already has."""
         core = self.context.core
         assert core is not None, "a channel that sends is configured with its Core"
-        if not touch.to_phone:
-            return SendResult(touch.touch_id, accepted=False, error=f"touch {touch.touch_id} has no phone number")
-        message: dict[str, Any] = {"to": touch.to_phone, "body": touch.text,
-                                   "status_callback": self.context.base_url.rstrip("/") + STATUS_PATH}
+        callback = self.context.base_url.rstrip("/") + STATUS_PATH
+        plans: list[SendResult | dict[str, Any]] = []
+        for touch in touches:
+            if not touch.to_phone:
+                plans.append(SendResult(touch.touch_id, accepted=False, error=f"touch {touch.touch_id} has no phone number"))
+            else:
+                plans.append({"to": touch.to_phone, "body": touch.text, "status_callback": callback})
         if settings.messaging_service_sid:
             # The service picks the number (its Sticky Sender keeps a conversation on one) and queues for its rate.
-            message["messaging_service_sid"] = settings.messaging_service_sid
-        else:
-            number = core.sender_number(touch.touch_id, settings.numbers)
+            for plan in plans:
+                if isinstance(plan, dict):
+                    plan["messaging_service_sid"] = settings.messaging_service_sid
+            return plans
+        to_send = [(i, touch) for i, (touch, plan) in enumerate(zip(touches, plans)) if isinstance(plan, dict)]
+        senders = core.sender_numbers([touch.touch_id for _, touch in to_send], settings.numbers)
+        numbered = []
+        for i, touch in to_send:
+            number = senders.get(touch.touch_id)
             if number is None:
-                return SendResult(touch.touch_id, accepted=False, retryable=True,
-                                  error="no number to send from: set [plugins.sms] numbers or "
-                                        "`sequencer numbers assign +E164 --owner EMAIL`")
-            now = core.now()
-            slot = core.number_slot(number, settings.per_number_per_second,
-                                       settings.per_number_daily_cap, latest=now + WAIT_AT_MOST)
+                plans[i] = SendResult(touch.touch_id, accepted=False, retryable=True,
+                                      error="no number to send from: set [plugins.sms] numbers or "
+                                            "`sequencer numbers assign +E164 --owner EMAIL`")
+            else:
+                numbered.append((i, touch, number))
+        slots = core.number_slots([number for _, _, number in numbered], settings.per_number_per_second,
+                                  settings.per_number_daily_cap, latest=core.now() + WAIT_AT_MOST)
+        for (i, touch, number), slot in zip(numbered, slots):
             if not slot.reserved:
-                return SendResult(touch.touch_id, accepted=False, defer_until=slot.at,
-                                  error=f"{number} is busy (per-number rate or daily cap); next free at "
-                                        f"{slot.at.isoformat()}")
-            if slot.at > now:
-                time.sleep((slot.at - now).total_seconds())
-            message["from_"] = number
+                plans[i] = SendResult(touch.touch_id, accepted=False, defer_until=slot.at,
+                                      error=f"{number} is busy (per-number rate or daily cap); next free at "
+                                            f"{slot.at.isoformat()}")
+            else:
+                plans[i] = {**plans[i], "from_": number, "slot_at": slot.at}
+        return plans
+
+    def _send(self, client: Client, http: _HttpClient, settings: SmsSettings, touch: OutboundTouch,
+              message: dict[str, Any]) -> SendResult:
+        core = self.context.core
+        assert core is not None
+        slot_at = message.pop("slot_at", None)
+        if slot_at is not None:
+            wait = (slot_at - core.now()).total_seconds()
+            if wait > 0:
+                time.sleep(wait)
         try:
             sent = client.messages.create(**message)
         except (TwilioRestException, TwilioServiceException) as exc:

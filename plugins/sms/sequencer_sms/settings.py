@@ -16,6 +16,7 @@ SCHEMA = {
     "per_number_per_second": "texts per second from one number, across workers (default 1)",
     "per_number_daily_cap": "texts a day from one number, across workers, per UTC day (default 500)",
     "help_text": "the answer to HELP and INFO (required)",
+    "concurrent_requests": "requests to Twilio a worker keeps in flight at once (default 4; 1 sends one by one)",
 }
 DEFAULT_API_BASE_URL = "https://api.twilio.com"
 
@@ -35,6 +36,9 @@ class SmsSettings:
     per_number_per_second: float
     per_number_daily_cap: int
     help_text: str
+    # Each request to Twilio's API waits for an answer (tens to hundreds of milliseconds over the
+    # internet), so a worker sending one text at a time is held to a few texts a second.
+    concurrent_requests: int = 4
 
 
 def read_settings(table: Mapping[str, Any]) -> SmsSettings:
@@ -68,7 +72,8 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
     return SmsSettings(account_sid=account_sid, auth_token=auth_token, numbers=numbers, messaging_service_sid=service,
                        api_base_url=base_url.rstrip("/"), max_segments=max_segments(table),
                        per_number_per_second=_positive(table, "per_number_per_second", 1, float),
-                       per_number_daily_cap=_positive(table, "per_number_daily_cap", 500, int), help_text=help_text)
+                       per_number_daily_cap=_positive(table, "per_number_daily_cap", 500, int), help_text=help_text,
+                       concurrent_requests=_positive(table, "concurrent_requests", 4, int))
 
 
 _last_read: tuple[dict[str, Any], SmsSettings] | None = None

@@ -1,12 +1,14 @@
 """send_batch through the real twilio SDK against the fake Twilio: accepted, each refusal's SendResult, senders."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from sequencer.models import LeadNumber, PhoneNumber
+from sequencer import senders
+from sequencer.models import LeadNumber, PhoneNumber, Touch
 from sequencer.numbers import ensure
 from sequencer.testing.world import team
 from sequencer_sms.channel import SmsChannel
@@ -82,13 +84,16 @@ def test_sticky_sender_owner_number_then_pool(sms, runtime, fake_twilio, cli) ->
     owned = sending_touch(runtime, "+14155552672", owner="rep@acme.example")
     first, second = sending_touch(runtime, LEAD), sending_touch(runtime, "+14155552673")
     sms.send_batch([outbound(owned, "+14155552672"), outbound(first), outbound(second, "+14155552673")])
-    # The rep's own number for the rep's lead; the pool's least used for the others.
-    assert [s.form["From"] for s in fake_twilio.sent()] == ["+14155550199", POOL[0], POOL[1]]
+    # The rep's own number for the rep's lead; the pool's least used for the others (texts of a
+    # group go out concurrently, so the fake sees them in any order).
+    assert {s.form["To"]: s.form["From"] for s in fake_twilio.sent()} == {
+        "+14155552672": "+14155550199", LEAD: POOL[0], "+14155552673": POOL[1]}
     # The rep gives the number back; the lead keeps hearing from it, and from nothing else.
     cli("numbers", "unassign", "+14155550199")
     again = sending_touch(runtime, "+14155552672")
     sms.send_batch([outbound(again, "+14155552672"), outbound(sending_touch(runtime, LEAD))])
-    assert [s.form["From"] for s in fake_twilio.sent()[3:]] == ["+14155550199", POOL[0]]
+    assert {s.form["To"]: s.form["From"] for s in fake_twilio.sent()[3:]} == {"+14155552672": "+14155550199",
+                                                                             LEAD: POOL[0]}
     with runtime.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LeadNumber)) == 3
 
@@ -109,3 +114,53 @@ def test_prepare_refuses_a_text_over_max_segments(sms) -> None:
         sms.prepare(outbound(1, text="я" * 269))
     with pytest.raises(ValueError, match="empty"):
         sms.prepare(outbound(1, text="  "))
+
+
+def test_a_group_spreads_new_leads_over_the_pool_and_waits_for_slots(sms, runtime, fake_twilio, monkeypatch) -> None:
+    """Five new leads in one group: the pool's numbers share them, and each number keeps its rate."""
+    monkeypatch.setitem(sms.context.settings, "per_number_per_second", 5)
+    phones = [f"+1415555267{i}" for i in range(5)]
+    touches = [sending_touch(runtime, phone) for phone in phones]
+    started = time.monotonic()
+    results = sms.send_batch([outbound(t, phone) for t, phone in zip(touches, phones)])
+    assert all(r.accepted for r in results)
+    senders = {s.form["To"]: s.form["From"] for s in fake_twilio.sent()}
+    assert sorted(senders.values()).count(POOL[0]) == 3 and sorted(senders.values()).count(POOL[1]) == 2
+    # Five texts a second per number: the third from POOL[0] waited for its slot, 0.4 s after the first.
+    assert time.monotonic() - started >= 0.4
+    with runtime.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(LeadNumber)) == 5
+        next_slots = dict(session.execute(sa.select(PhoneNumber.number, PhoneNumber.next_slot_us)).all())
+    now_us = int(runtime.now().timestamp() * 1_000_000)
+    assert (next_slots[POOL[0]] - now_us, next_slots[POOL[1]] - now_us) == (600_000, 400_000)
+    # The next group: each lead hears from the same number again.
+    again = [sending_touch(runtime, phone) for phone in phones]
+    sms.send_batch([outbound(t, phone) for t, phone in zip(again, phones)])
+    assert {s.form["To"]: s.form["From"] for s in fake_twilio.sent()[5:]} == senders
+
+
+def test_a_number_another_worker_fixed_meanwhile_is_the_one(runtime) -> None:
+    """Between our read and our insert another worker gave the lead a number: theirs stands."""
+    touch_id = sending_touch(runtime, LEAD)
+    now = runtime.now()
+    with runtime.session() as session:
+        ensure(session, list(POOL), now)
+        lead_id = session.scalar(sa.select(Touch.lead_id).where(Touch.id == touch_id))
+        theirs = session.scalar(sa.select(PhoneNumber.id).where(PhoneNumber.number == POOL[1]))
+        session.add(LeadNumber(lead_id=lead_id, phone_number_id=theirs, assigned_at=now))
+        session.flush()
+        # Left to itself, the choice would be POOL[0]: no lead hears from it yet.
+        assert senders._assign(session, {lead_id: None}, now) == {lead_id: POOL[1]}
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("concurrent_requests", 0, "[plugins.sms] concurrent_requests must be a positive whole number, not 0"),
+    ("per_number_daily_cap", 1.5, "[plugins.sms] per_number_daily_cap must be a positive whole number, not 1.5"),
+    ("per_number_per_second", "fast", "[plugins.sms] per_number_per_second must be a positive number, not 'fast'"),
+    ("numbers", ["4155550100"], "[plugins.sms] numbers: number '4155550100' must be written internationally"),
+])
+def test_a_wrong_setting_is_named_with_its_fix(sms, monkeypatch, key, value, words) -> None:
+    monkeypatch.setitem(sms.context.settings, key, value)
+    assert words in sms.unavailable_reason()
+    [result] = sms.send_batch([outbound(1)])
+    assert result.retryable and not result.accepted and words in result.error
