@@ -278,10 +278,10 @@ class Core(Protocol):
         """Return the automatic voice touch a voicemail drop plays (`text` as rendered, `status`, `lead_country`)."""
 
     def voicemail_played(self, touch_id: int) -> Receipt:
-        """Record that a drop's message was played to the end: the touch is done, left_voicemail."""
+        """Record that a drop's message was played to the end: the placed touch is sent, left_voicemail."""
 
     def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
-        """Fail a drop whose call ended without its message played; the cadence goes on."""
+        """Fail a placed drop whose call ended without its message played; the cadence goes on."""
 
     def call_back_task(self, touch_id: int, instructions: str) -> int | None:
         """Give the lead's owner a task to call back whoever answered a drop, once per touch; its id."""
@@ -414,6 +414,11 @@ class SendResult:
     # accepted, and the touch waits until this instant without using one of its attempts, since a
     # limit on our rate says nothing about the recipient. Aware UTC.
     defer_until: datetime | None = None
+    # With accepted=True: the provider took the request, but whether it reached the lead is known
+    # only later (a voicemail drop is sent only when its message was played). The touch is then
+    # `placed`: the cadence moves on and throttles count it, as for a sent touch, but it becomes
+    # `sent` (and touch_sent fires) only when the plugin reports it done (Core.voicemail_played).
+    sent_when_reported: bool = False
 
 
 @dataclass(frozen=True)

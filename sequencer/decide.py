@@ -9,7 +9,7 @@ enrollment, records the decision in the counts, then writes every decision set-w
 
 The rules, in order:
 1. exits: no step left, the lead opted out, the lead suppressed on the step's channel;
-2. a touch of this step already exists (sent, or sending when a worker died): repair;
+2. a touch of this step already exists (sent or placed, or sending when a worker died): repair;
 3. the step needs an address the lead does not have (`Channel.address_kind`): skip it;
 4. the cadence's sending window, and for automatic steps of channels that keep contact hours
    (`Channel.contact_hours`), the lead's contact hours in every zone it may be in: defer;
@@ -38,11 +38,14 @@ if TYPE_CHECKING:
 
     from sequencer.models import Enrollment, Lead, Step, Touch
 
-# Touches that count towards throttles: anything that reached (or may have reached) the lead.
-COUNTED = frozenset({TouchStatus.sending, TouchStatus.sent, TouchStatus.delivered, TouchStatus.unknown,
-                     TouchStatus.completed, TouchStatus.pending})
+# Touches that count towards throttles: anything that reached (or may have reached) the lead;
+# a placed one is an attempt on the lead already (a call that rang), whether it ends sent or not.
+COUNTED = frozenset({TouchStatus.sending, TouchStatus.placed, TouchStatus.sent, TouchStatus.delivered,
+                     TouchStatus.unknown, TouchStatus.completed, TouchStatus.pending})
 # A touch in one of these states is the step done: the enrollment moves on from when it went.
-DONE = frozenset({TouchStatus.sent, TouchStatus.delivered, TouchStatus.completed, TouchStatus.skipped})
+# Placed too: the cadence moves on once the provider has it, not when its plugin reports it done.
+DONE = frozenset({TouchStatus.placed, TouchStatus.sent, TouchStatus.delivered, TouchStatus.completed,
+                  TouchStatus.skipped})
 # A touch in one of these states may still be (re)sent by the engine.
 SENDABLE = frozenset({TouchStatus.pending, TouchStatus.failed})
 

@@ -1,19 +1,21 @@
 """What a channel that dials (the voice plugin) asks of the core beyond Core.call_result.
 
 A rep's click-to-call starts from a call task; a voicemail drop is an automatic step whose call
-only counts when the message was played. Plugins reach these as Core methods (`core.call_task(...)`,
-sequencer.receiving.PluginCore); each function takes that Core first and uses only its public side.
+only counts when the message was played: `placed` when the provider took the call, `sent` when
+played. Plugins reach these as Core methods (`core.call_task(...)`, sequencer.receiving.PluginCore);
+each function takes that Core first and uses only its public side.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 import sqlalchemy as sa
 
 from sequencer import suppressions
-from sequencer.channels import Core, DialError, Receipt
+from sequencer.channels import Core, DialError, Receipt, SentTouch
 from sequencer.leads import infer_zones
 from sequencer.models import InboundEvent, Lead, RateSlot, Task, Touch, User
 from sequencer.numbers import Slot, _instant, _us
@@ -22,6 +24,8 @@ from sequencer.numbers import Slot, _instant, _us
 LEFT_VOICEMAIL = "left_voicemail"
 # How a not-played drop's error starts: the touch failed because nobody heard the message.
 NOT_PLAYED = "voicemail not played"
+# The call statuses that end a call (sequencer.channels.CallStatus; sequencer.receiving.CALL_RANK's last).
+CALL_OVER = ("completed", "busy", "no_answer", "failed", "canceled")
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,15 @@ def drop(core: Core, touch_id: int) -> Drop | None:
         return Drop(touch.id, touch.lead_id, country, touch.body_text or "", touch.status)
 
 
-def voicemail_played(core: Core, touch_id: int) -> Receipt:
-    """Record that a drop's message was played to the end: the touch counts as done, `left_voicemail`.
+def voicemail_played(core: Core, touch_id: int, touch_sent: Callable[[SentTouch], None] | None = None) -> Receipt:
+    """Record that a drop's message was played to the end: the touch is sent now, `left_voicemail`.
 
-    Forward-only and replay-safe. The played report wins over a final status that came first and
-    failed the touch as not played (callbacks out of order): the message was heard.
+    The engine recorded the drop `placed` when the provider took the call; this report makes it
+    `sent` (sent_at: now) and calls `touch_sent` with it, inside the report's transaction. Once
+    the call's final status is in (it came first, or failed the drop as not played: callbacks
+    out of order), the drop is `completed`, as a played drop's call ends either way. A report
+    that comes while the engine still records the provider's answer (`sending`) makes it `sent`,
+    and the engine's record keeps that. Forward-only and replay-safe.
     """
     now = core.now()
     with core.session() as session:
@@ -120,11 +128,20 @@ def voicemail_played(core: Core, touch_id: int) -> Receipt:
             return Receipt("unchanged", lead_id=touch.lead_id, touch_id=touch.id,
                            detail=f"touch {touch.id} already left a voicemail")
         touch.outcome, touch.updated_at = LEFT_VOICEMAIL, now
-        if touch.status == "failed" and (touch.error or "").startswith(NOT_PLAYED):
-            touch.status, touch.error = "completed", None
+        before, first_sent = touch.status, touch.sent_at is None
+        not_played = before == "failed" and (touch.error or "").startswith(NOT_PLAYED)
+        if before in ("sending", "placed") or not_played:
+            over = not_played or touch.provider_status in CALL_OVER
+            touch.status, touch.error = "completed" if over else "sent", None
+            touch.sent_at = touch.sent_at or now
         session.add(InboundEvent(kind="voicemail", channel="voice", received_at=now, lead_id=touch.lead_id,
                                  touch_id=touch.id, summary="voicemail left: the message was played",
                                  classification={"outcome": LEFT_VOICEMAIL, "at": now.isoformat()}))
+        session.flush()
+        # A touch still `sending` gets its touch_sent from the engine, once it records the call.
+        if touch_sent is not None and first_sent and (before == "placed" or not_played):
+            touch_sent(SentTouch(touch.id, touch.lead_id, touch.channel, touch.step_key, touch.provider_id,
+                                 touch.message_id, touch.sent_at))
         return Receipt("updated", changed=True, lead_id=touch.lead_id, touch_id=touch.id,
                        detail=f"touch {touch.id} left a voicemail")
 
@@ -132,7 +149,8 @@ def voicemail_played(core: Core, touch_id: int) -> Receipt:
 def voicemail_missed(core: Core, provider_id: str, why: str) -> Receipt:
     """Fail a drop whose call ended without its message played (a person answered, no answer, busy).
 
-    Call it after the call's final call_result. A drop that left its voicemail stays as it is.
+    Call it after the call's final call_result. A placed drop fails; one that left its voicemail
+    stays as it is, and so does a failed one.
     """
     with core.session() as session:
         touch = session.scalars(sa.select(Touch).where(Touch.provider_id == provider_id, Touch.channel == "voice")

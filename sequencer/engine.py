@@ -31,6 +31,12 @@ about the lead either: the touch goes back to `pending` and the enrollment is du
 instant, moved into its window (and contact hours). The attempt's row is removed, as for a held
 mailbox, so the attempt is not counted: the next one takes the same number.
 
+A touch the provider took that counts only once its plugin reports it done
+(`SendResult.sent_when_reported`: a voicemail drop is sent when its message was played) is
+recorded `placed`: its enrollment moves on and throttles count it, as for a sent one, and it
+becomes `sent` (touch_sent fires then) on the plugin's report. The provider has it, so nobody
+reviews it after a crash.
+
 Everything that differs between channels comes from the step's channel declaration
 (`Channel.address_kind`, `sender_kind`, `task_kind`...): this module names no channel.
 """
@@ -104,6 +110,8 @@ log = logging.getLogger(__name__)
 class BatchReport:
     claimed: int = 0
     sent: int = 0
+    # Accepted, and sent only once their plugin reports them done (SendResult.sent_when_reported).
+    placed: int = 0
     tasks: int = 0
     deferred: int = 0
     paused: int = 0
@@ -638,13 +646,17 @@ class Engine:
         now = self.rt.now()
         if not items:
             return
-        touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.id.in_([i.touch_id for i in items])))}
         query = (sa.select(Enrollment).where(Enrollment.id.in_([i.enrollment_id for i in items]))
                  .options(so.joinedload(Enrollment.lead), so.joinedload(Enrollment.cadence).selectinload(Cadence.steps)))
+        touch_query = sa.select(Touch).where(Touch.id.in_([i.touch_id for i in items]))
         if not is_sqlite(session):
             # Serialize with another worker's plan() of the same enrollment (after a lease expired).
             query = query.with_for_update(of=Enrollment)
+            # And with a plugin's report on a touch whose answer is still being recorded (a played
+            # voicemail, reported by touch id): neither write is lost. After the enrollments, as plan() locks.
+            touch_query = touch_query.with_for_update()
         enrollments = {e.id: e for e in session.scalars(query).unique()}
+        touches = {t.id: t for t in session.scalars(touch_query)}
         attempts = {(a.touch_id, a.number): a for a in session.scalars(
             sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches))))}
         held = _blamed_mailboxes(items, touches, results)
@@ -662,15 +674,24 @@ class Engine:
             # opt-out): record the touch, never bring the enrollment back.
             live = e.state in ("active", "needs_review")
             if result.accepted:
-                touch.status, touch.sent_at, touch.provider_id, touch.error = "sent", now, result.provider_id, None
+                touch.provider_id, touch.error = result.provider_id, None
+                if not result.sent_when_reported:
+                    touch.status, touch.sent_at = TouchStatus.sent, now
+                else:
+                    # Sent only once its plugin reports it done, which may have happened while this answer
+                    # was on its way (sent_at says when); the step is done for the cadence all the same.
+                    touch.status = TouchStatus.placed if touch.sent_at is None else TouchStatus.sent
                 if touch.message_id:
                     # The channel gave the message an id others can refer to: later steps thread on it.
                     _thread(e, touch)
                 if live:
                     advance(e, now, self.rt.plugins)
+                if touch.status == TouchStatus.placed:
+                    report.placed += 1
+                    continue
                 report.sent += 1
                 sent_events.append(SentTouch(touch.id, e.lead_id, touch.channel, touch.step_key,
-                                             touch.provider_id, touch.message_id, now))
+                                             touch.provider_id, touch.message_id, touch.sent_at))
                 continue
             attempt.error = touch.error = result.error or result.recipient_problem
             if result.recipient_problem:

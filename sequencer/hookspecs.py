@@ -66,7 +66,11 @@ def classify_reply(text: str) -> str | None:
 
 @hookspec
 def touch_sent(touch: SentTouch) -> None:
-    """Called after a channel's provider accepted a touch."""
+    """Called after a touch was sent: its channel's provider accepted it.
+
+    A touch that counts only once its plugin reports it done (SendResult.sent_when_reported, a
+    voicemail drop) is sent on that report (its message played), not when the provider took it.
+    """
 
 
 @hookspec

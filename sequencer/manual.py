@@ -135,7 +135,9 @@ def _record(runtime: Runtime, task_id: int, touch_id: int, number: int, result: 
         attempt.finished_at, touch.updated_at, touch.provider_status = now, now, result.provider_status
         enrollment = session.get(Enrollment, touch.enrollment_id)
         if result.accepted:
-            touch.status, touch.sent_at, touch.provider_id, touch.error = "sent", now, result.provider_id, None
+            touch.provider_id, touch.error = result.provider_id, None
+            # As the engine records it: one that counts only once its plugin reports it done waits placed.
+            touch.status, touch.sent_at = ("placed", None) if result.sent_when_reported else ("sent", now)
             if touch.message_id:
                 # Later `thread = true` steps reply to this one, as after an automatic send.
                 if enrollment.thread_message_id is None:

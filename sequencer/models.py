@@ -75,6 +75,9 @@ LIVE_STATES = ("active", "waiting_task", "paused", "needs_review")
 class TouchStatus(enum.StrEnum):
     pending = "pending"
     sending = "sending"
+    # The provider took it, but it counts as sent only once its plugin reports it done
+    # (SendResult.sent_when_reported: a voicemail drop, when its message was played).
+    placed = "placed"
     sent = "sent"
     delivered = "delivered"
     failed = "failed"

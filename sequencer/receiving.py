@@ -22,7 +22,7 @@ import sqlalchemy.orm as so
 from sequencer import audit, dialing, senders, suppressions
 from sequencer.calendar import LocalCalendar, NoContactHours, Window, next_contact_opening
 from sequencer.channels import (AddressVerdict, CallStatus, Core, CoreUnavailable, DeliveryStatus, DialError, Receipt,
-                                SenderState)
+                                SenderState, SentTouch)
 from sequencer.exits import end_for_lead, end_on_reply
 from sequencer.leads import FREE_MAIL_DOMAINS, LeadDataError, email_key, parse_phone
 from sequencer.models import LIVE_STATES, Cadence, Enrollment, InboundEvent, Lead, Mailbox, Suppression, Task, Touch
@@ -51,6 +51,8 @@ _FINAL_TOUCH = ("delivered", "failed", "completed", "skipped")
 # Our touch status for a delivery status, and the touch statuses it may replace.
 _DELIVERY_TOUCH = {"queued": "sent", "sending": "sent", "sent": "sent", "delivered": "delivered",
                    "undelivered": "failed", "failed": "failed"}
+# A `placed` touch is in none: it waits for its plugin's report that it was done or not
+# (Core.voicemail_played / voicemail_missed), which no progress or end of its call says.
 _REPLACES = {"sent": ("sending", "unknown"), "delivered": ("sending", "unknown", "sent"),
              "failed": ("sending", "unknown", "sent"), "completed": ("sending", "unknown", "sent")}
 # A touch's provider_status may be changed by another report between our read and our write;
@@ -463,7 +465,7 @@ class PluginCore:
         return dialing.drop(self, touch_id)
 
     def voicemail_played(self, touch_id: int) -> Receipt:
-        return dialing.voicemail_played(self, touch_id)
+        return dialing.voicemail_played(self, touch_id, self._touch_sent)
 
     def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
         return dialing.voicemail_missed(self, provider_id, why)
@@ -582,6 +584,9 @@ class PluginCore:
         session.add(event)
         session.flush()
         self._runtime.plugins.hook.inbound_received(event=event)
+
+    def _touch_sent(self, touch: SentTouch) -> None:
+        self._runtime.plugins.hook.touch_sent(touch=touch)
 
     def _address(self, channel: str, address: str) -> tuple[str | None, str]:
         """Return the address's kind and normalized form; kind None when it is neither (a short code...)."""

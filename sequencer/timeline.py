@@ -8,7 +8,7 @@ import sqlalchemy.orm as so
 
 from sequencer.clock import iso_z
 from sequencer.consent import consents
-from sequencer.models import Enrollment, InboundEvent, Lead, Task, Touch, TouchAttempt
+from sequencer.models import Enrollment, InboundEvent, Lead, Task, Touch, TouchAttempt, TouchStatus
 
 
 def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
@@ -30,6 +30,10 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
         detail = t.subject or ""
         if t.error:
             detail = f"{detail} - {t.error}" if detail else t.error
+        if t.status == TouchStatus.placed:
+            # Neither sent nor failed yet: say what it waits for (a voicemail drop: its message played).
+            waiting = "placed with the provider; sent once reported done"
+            detail = f"{detail} - {waiting}" if detail else waiting
         if t.outcome:
             detail = f"{detail} - outcome {t.outcome}" + (f": {t.notes}" if t.notes else "")
         row(t.sent_at or t.created_at, "touch", channel=t.channel, status=t.status, enrollment_id=t.enrollment_id,

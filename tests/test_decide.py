@@ -98,6 +98,8 @@ def test_the_declarations_the_rules_read() -> None:
     ({"touch_status": TouchStatus.sent, "touch_sent_at": NOW - dt.timedelta(hours=1)},
      Repair(NOW - dt.timedelta(hours=1))),
     ({"touch_status": TouchStatus.skipped}, Repair(NOW)),
+    # Placed: the provider has it (a drop's call), so the step is done; nothing for a person to review.
+    ({"touch_status": TouchStatus.placed}, Repair(NOW)),
     ({"touch_status": TouchStatus.sending}, Repair(None)),
     ({"touch_status": TouchStatus.unknown}, Repair(None)),
     ({"addresses": frozenset({"phone"})}, Skip("the lead has no valid email address")),

@@ -1009,3 +1009,50 @@ def test_a_recipient_problem_on_a_text_acts_on_the_phone(cli, runtime, clock, tm
     assert rows == suppressed
     assert lead.phone_wrong == (problem == "invalid_address") and not lead.email_invalid
     assert enrollment_of(runtime, "pat@corp.example").state == state
+
+
+class SentEvents:
+    """Keeps the touch_sent events, as a plugin listening to them sees them."""
+
+    def __init__(self) -> None:
+        self.touches: list = []
+
+    @hookimpl
+    def touch_sent(self, touch) -> None:  # noqa: ANN001
+        self.touches.append(touch)
+
+
+@pytest.fixture
+def sent_events(runtime) -> SentEvents:
+    events = SentEvents()
+    runtime.plugins.add_plugin(events, "sent-events")
+    yield events
+    runtime.plugins.remove_plugin("sent-events")
+
+
+def test_a_touch_sent_only_when_reported_is_placed_moves_the_cadence_on_and_counts(cli, runtime, clock, tmp_path,
+                                                                                    texts, sent_events) -> None:
+    """SendResult.sent_when_reported (a voicemail drop): accepted, but sent only on its plugin's report."""
+    texts(lambda t: SendResult(t.touch_id, accepted=True, provider_id=f"SM{t.touch_id}", provider_status="queued",
+                               sent_when_reported=True))
+    runtime.settings.sending.max_touches_per_lead_per_day = 1
+    phone_lead(cli, tmp_path, clock)
+    report = Engine(runtime).run_until_idle()
+    assert (report.placed, report.sent, report.failed) == (1, 0, 0)
+    [text] = touches(runtime)
+    assert (text.status, text.sent_at, text.provider_id, text.error) == ("placed", None, f"SM{text.id}", None)
+    assert [a.finished_at for a in attempts(runtime)] == [clock.now()]
+    # Nothing says the lead got it yet: no touch_sent event.
+    assert sent_events.touches == []
+    # The cadence moved on at once to the rep's call, which the placed text defers: it counts
+    # towards the lead's touches of the day (1 here), as a sent one would.
+    enrollment = enrollment_of(runtime, "pat@corp.example")
+    assert (enrollment.state, enrollment.step_position) == ("active", 1)
+    assert (report.tasks, report.deferred) == (0, 1) and enrollment.next_due_at == clock.now() + timedelta(hours=1)
+
+    # Later runs leave it as it is: nobody reviews it (the provider has it) and it never goes again.
+    runtime.settings.sending.max_touches_per_lead_per_day = 3
+    clock.set(clock.now() + timedelta(hours=1))
+    assert Engine(runtime).run_until_idle().tasks == 1
+    assert [(t.step_key, t.status) for t in touches(runtime)] == [("text", "placed"), ("call", "pending")]
+    assert len(attempts(runtime)) == 1

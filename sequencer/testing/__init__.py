@@ -4,7 +4,7 @@ Load it from a conftest.py with `pytest_plugins = ["sequencer.testing"]`. It giv
 `db_url` (a freshly migrated SQLite file and a PostgreSQL database from a throwaway cluster, so
 every test that uses it runs on both), `smtp_sink` (an SMTP server on loopback keeping what it
 receives), `config_path` / `settings` (a config.toml for them), `clock` (fixed, a Monday),
-`runtime` and `cli` (the `sequencer` command in-process). `sequencer.testing.world` sets up and
+`runtime`, `cli` (the `sequencer` command in-process) and `sent_touches` (the touch_sent events). `sequencer.testing.world` sets up and
 reads a world of reps, cadences, leads and mail; `sequencer.testing.dovecot` runs a real IMAP
 server; `sequencer.testing.postgres` the PostgreSQL cluster. A service that is missing skips
 the test on a developer machine and fails it when CI=true.
@@ -16,11 +16,14 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from sequencer import hookimpl
+from sequencer.channels import SentTouch
 from sequencer.clock import FixedClock
 from sequencer.config import load_settings
 from sequencer.db import upgrade
@@ -165,6 +168,27 @@ def runtime(settings, clock):
     rt = Runtime(settings, clock)
     yield rt
     rt.dispose()
+
+
+class _SentTouches:
+    """Keeps the touch_sent events, as a plugin listening to them sees them."""
+
+    def __init__(self) -> None:
+        self.touches: list[SentTouch] = []
+
+    @hookimpl
+    def touch_sent(self, touch: SentTouch) -> None:
+        self.touches.append(touch)
+
+
+@pytest.fixture
+def sent_touches(runtime) -> Iterator[list[SentTouch]]:
+    """Every touch_sent event of the test, in order. Adding a plugin collects the channels anew:
+    ask for it before a fixture that holds one of the runtime's channels."""
+    listener = _SentTouches()
+    runtime.plugins.add_plugin(listener, "sent-touches")
+    yield listener.touches
+    runtime.plugins.remove_plugin("sent-touches")
 
 
 class Cli:

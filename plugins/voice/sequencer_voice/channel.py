@@ -45,7 +45,7 @@ class VoiceChannel(Channel):
             raise ValueError("the rendered voicemail message is empty; give the step a body or template")
 
     def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:
-        """Place one call per touch; each is only accepted here, and counts once its message was played."""
+        """Place one call per touch; each is only placed here, and is sent once its message was played."""
         try:
             settings = read_settings(self.context.settings)
         except VoiceConfigError as exc:
@@ -69,7 +69,9 @@ class VoiceChannel(Channel):
                              url=f"{base}{DROP_PATH}/{touch.touch_id}", machine_detection="DetectMessageEnd",
                              status_callback=f"{base}{STATUS_PATH}/drop", status_callback_event=STATUS_EVENTS)
         if placed.sid is not None:
-            return SendResult(touch.touch_id, accepted=True, provider_id=placed.sid, provider_status="queued")
+            # Twilio took the call; whether a machine heard the message is known only when /played is reached.
+            return SendResult(touch.touch_id, accepted=True, provider_id=placed.sid, provider_status="queued",
+                              sent_when_reported=True)
         if placed.invalid_number:
             return SendResult(touch.touch_id, accepted=False, error=placed.error, recipient_problem="invalid_address")
         if placed.defer_until is not None:

@@ -1,13 +1,18 @@
 """Voicemail drops through the real twilio SDK and the fake Twilio playing its part: TwiML, AMD, callbacks."""
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from sequencer.builtin import ManualVoice
 from sequencer.channels import Channel
+from sequencer.engine import Engine
+from sequencer.models import Enrollment
+from sequencer.testing.world import ALWAYS_OPEN, apply, enroll_csv, touches
 from sequencer_voice.channel import VoiceChannel
 from voice_support import BASE_URL, GREETING, LEAD, POOL, REP, events, lead_with_touch, outbound, settle, tasks, touch
 
@@ -27,8 +32,42 @@ def _dropped(runtime, voice, fake_twilio, **lead) -> tuple[int, str]:
     touch_id = lead_with_touch(runtime, **lead)
     [result] = voice.send_batch([outbound(touch_id, lead.get("phone", LEAD))])
     assert result.accepted and result.provider_status == "queued", result.error
+    assert result.sent_when_reported  # Twilio took the call; nobody heard the message yet
     settle(runtime, touch_id, result)
     return touch_id, result.provider_id
+
+
+# An automatic drop, then a rep's call a day later.
+DROPS = 'name = "drops"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "drop"
+channel = "voice"
+action = "auto"
+body = "Hi {{ lead.first_name }}, it is Acme."
+
+[[steps]]
+key = "call"
+channel = "voice"
+action = "manual"
+wait = "1d"
+body = "Call {{ lead.first_name }}."
+"""
+
+
+def _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio):
+    """Enrol a consenting New York lead in DROPS and run the worker; return the drop's touch, call SID, report."""
+    apply(cli, tmp_path, DROPS)
+    enroll_csv(cli, tmp_path, [f"{LEAD},Jane,Doe,Globex,US,America/New_York,{REP},web form"], "drops", runtime.now(),
+               header="phone,first_name,last_name,company,country,timezone,owner,consent_voice")
+    report = Engine(runtime).run_until_idle()
+    [call] = fake_twilio.sent("Calls")
+    [drop] = touches(runtime)
+    return drop, call.sid, report
+
+
+def _enrollment(runtime) -> Enrollment:
+    with runtime.session() as session:
+        return session.scalars(sa.select(Enrollment)).one()
 
 
 def test_declarations_match_the_built_in_voice_channel(voice, runtime) -> None:
@@ -109,21 +148,109 @@ def test_unanswered_drop_is_not_sent(voice, runtime, fake_twilio, client, final,
     assert missed.provider_status == final.replace("-", "_")
 
 
-def test_callbacks_out_of_order_and_replayed(voice, runtime, fake_twilio, client) -> None:
+def test_callbacks_out_of_order_and_replayed(sent_touches, voice, runtime, fake_twilio, client, clock) -> None:
     touch_id, sid = _dropped(runtime, voice, fake_twilio)
     # The final status first, then progress that arrived late, then replays of all of it.
     fake_twilio.progress(client, sid, "completed", duration=40, answered_by="machine_end_beep")
-    assert touch(runtime, touch_id).status == "failed"  # nothing said the message was played, yet
+    early = touch(runtime, touch_id)
+    # Nothing said the message was played, yet: the end of the call does not make the drop sent.
+    assert (early.status, early.sent_at, sent_touches) == ("failed", None, [])
     fake_twilio.progress(client, sid, "ringing", "in-progress", "initiated")
+    assert touch(runtime, touch_id).status == "failed"
+    clock.advance(timedelta(seconds=5))
     fake_twilio.answer(client, sid, "machine_end_beep")  # the played report, late
+    played_at = runtime.now()
     for _ in range(2):
+        clock.advance(timedelta(seconds=5))
         fake_twilio.progress(client, sid, "initiated", "ringing", "in-progress", "completed", duration=40,
                              answered_by="machine_end_beep")
         fake_twilio.answer(client, sid, "machine_end_beep")
     done = touch(runtime, touch_id)
+    # The call is over, so the played drop is completed, as in the usual order (test below).
     assert (done.status, done.outcome, done.provider_status, done.error) == ("completed", "left_voicemail",
                                                                               "completed", None)
+    assert done.sent_at == played_at
+    assert [(e.touch_id, e.provider_id, e.sent_at) for e in sent_touches] == [(touch_id, sid, played_at)]
     assert len(events(runtime, "call_result")) == 1 and len(events(runtime, "voicemail")) == 1
+
+
+def test_the_engine_places_a_drop_and_it_is_sent_only_once_played(sent_touches, voice, runtime, fake_twilio, client,
+                                                                  clock, cli, tmp_path) -> None:
+    placed_at = runtime.now()
+    drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
+    assert (report.placed, report.sent) == (1, 0)
+    assert (drop.status, drop.sent_at, drop.provider_id, drop.provider_status) == ("placed", None, sid, "queued")
+    assert sent_touches == []
+    # The cadence moved on when the call was placed: the rep's call is due a day later.
+    enrollment = _enrollment(runtime)
+    assert (enrollment.state, enrollment.step_position) == ("active", 1)
+    assert enrollment.next_due_at == placed_at + timedelta(days=1)
+    [row] = [r for r in json.loads(cli("timeline", LEAD, "--format", "json").output) if r["kind"] == "touch"]
+    assert (row["status"], row["detail"]) == ("placed", "placed with the provider; sent once reported done")
+
+    fake_twilio.progress(client, sid, "initiated", "ringing", "in-progress")
+    assert (touch(runtime, drop.id).status, touch(runtime, drop.id).provider_status) == ("placed", "in_progress")
+    clock.advance(timedelta(seconds=40))
+    fake_twilio.answer(client, sid, "machine_end_beep")
+    played_at = runtime.now()
+    played = touch(runtime, drop.id)
+    assert (played.status, played.sent_at, played.outcome) == ("sent", played_at, "left_voicemail")
+    assert [(e.touch_id, e.channel, e.step_key, e.provider_id, e.sent_at) for e in sent_touches] == [
+        (drop.id, "voice", "drop", sid, played_at)]
+
+    clock.advance(timedelta(seconds=5))
+    fake_twilio.progress(client, sid, "completed", duration=48, answered_by="machine_end_beep")
+    # Replays of every report change nothing.
+    fake_twilio.progress(client, sid, "initiated", "ringing", "in-progress", "completed", duration=48,
+                         answered_by="machine_end_beep")
+    fake_twilio.answer(client, sid, "machine_end_beep")
+    done = touch(runtime, drop.id)
+    assert (done.status, done.sent_at, done.outcome, done.error) == ("completed", played_at, "left_voicemail", None)
+    assert len(sent_touches) == 1
+    assert len(events(runtime, "voicemail")) == 1 and len(events(runtime, "call_result")) == 1
+
+
+@pytest.mark.parametrize("answered_by, final, why", [("human", "completed", "a person answered"),
+                                                     (None, "no-answer", "nobody answered"),
+                                                     (None, "busy", "the line was busy")])
+def test_a_drop_nobody_heard_is_never_sent(sent_touches, voice, runtime, fake_twilio, client, cli, tmp_path,
+                                           answered_by, final, why) -> None:
+    drop, sid, _ = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
+    for _ in range(2):  # and a replay
+        if answered_by:
+            fake_twilio.play(client, sid, answered_by, final=final)
+        else:
+            fake_twilio.progress(client, sid, "initiated", "ringing", final)
+    missed = touch(runtime, drop.id)
+    assert (missed.status, missed.sent_at, missed.outcome) == ("failed", None, None)
+    assert missed.error == f"voicemail not played: {why}"
+    assert sent_touches == []
+    # The cadence goes on all the same: the rep's call a day later.
+    assert (_enrollment(runtime).state, _enrollment(runtime).step_position) == ("active", 1)
+
+
+def test_a_message_played_before_the_worker_recorded_the_call_is_sent_once(sent_touches, voice, runtime, fake_twilio,
+                                                                           client, cli, tmp_path,
+                                                                           monkeypatch) -> None:
+    place = voice.send_batch
+
+    def played_at_once(outbound_touches):
+        results = place(outbound_touches)
+        # A fast machine: the message is over before the worker records Twilio's answer.
+        for result in results:
+            fake_twilio.answer(client, result.provider_id, "machine_end_beep")
+            assert touch(runtime, result.touch_id).status == "sent"
+        return results
+
+    monkeypatch.setattr(voice, "send_batch", played_at_once)
+    drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
+    assert (report.sent, report.placed) == (1, 0)
+    assert (drop.status, drop.sent_at, drop.provider_id, drop.outcome) == ("sent", runtime.now(), sid,
+                                                                           "left_voicemail")
+    # Announced once, by the worker, with the call's SID it alone knew when the report came.
+    assert [(e.touch_id, e.provider_id) for e in sent_touches] == [(drop.id, sid)]
+    fake_twilio.progress(client, sid, "completed", duration=30, answered_by="machine_end_beep")
+    assert touch(runtime, drop.id).status == "completed" and len(sent_touches) == 1
 
 
 @pytest.mark.parametrize("path", ["/hooks/voice/status/drop", "/hooks/voice/played/{touch}",
@@ -138,7 +265,7 @@ def test_bad_signature_is_refused_and_nothing_recorded(voice, runtime, fake_twil
     forged = fake_twilio.signature("http://localhost" + path.format(touch=touch_id), params)
     assert fake_twilio.post(client, url, params, signature=forged).status_code == 403
     unchanged = touch(runtime, touch_id)
-    assert (unchanged.status, unchanged.provider_status, unchanged.outcome) == ("sent", "queued", None)
+    assert (unchanged.status, unchanged.provider_status, unchanged.outcome) == ("placed", "queued", None)
     assert events(runtime) == [] and tasks(runtime) == []
 
 

@@ -55,11 +55,11 @@ def outbound(touch_id: int, phone: str = LEAD, text: str = "Hi Jane, it is Acme.
 
 
 def settle(runtime, touch_id: int, result) -> None:
-    """Record an accepted send as the engine's settle does."""
+    """Record an accepted drop as the engine's settle does: placed, sent only once its message was played."""
+    assert result.sent_when_reported
     with runtime.session() as session:
         session.execute(sa.update(Touch).where(Touch.id == touch_id).values(
-            status="sent", sent_at=runtime.now(), provider_id=result.provider_id,
-            provider_status=result.provider_status))
+            status="placed", provider_id=result.provider_id, provider_status=result.provider_status))
 
 
 def touch(runtime, touch_id: int) -> Touch:
