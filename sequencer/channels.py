@@ -280,8 +280,11 @@ class Core(Protocol):
     def voicemail_played(self, touch_id: int) -> Receipt:
         """Record that a drop's message was played to the end: the placed touch is sent, left_voicemail."""
 
-    def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
-        """Fail a placed drop whose call ended without its message played; the cadence goes on."""
+    def voicemail_missed(self, provider_id: str, why: str, touch_id: int | None = None) -> Receipt:
+        """Fail a placed drop whose call ended without its message played; the cadence goes on.
+
+        `touch_id` (the drop's, as the status callback URL carried it) finds a drop whose call
+        ended before the engine recorded its provider id."""
 
     def call_back_task(self, touch_id: int, instructions: str) -> int | None:
         """Give the lead's owner a task to call back whoever answered a drop, once per touch; its id."""

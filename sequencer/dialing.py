@@ -146,15 +146,23 @@ def voicemail_played(core: Core, touch_id: int, touch_sent: Callable[[SentTouch]
                        detail=f"touch {touch.id} left a voicemail")
 
 
-def voicemail_missed(core: Core, provider_id: str, why: str) -> Receipt:
+def voicemail_missed(core: Core, provider_id: str, why: str, touch_id: int | None = None) -> Receipt:
     """Fail a drop whose call ended without its message played (a person answered, no answer, busy).
 
     Call it after the call's final call_result. A placed drop fails; one that left its voicemail
-    stays as it is, and so does a failed one.
+    stays as it is, and so does a failed one. `touch_id` finds a drop whose call ended before the
+    worker recorded its provider id (calls of a group go out one a second): it fails as well, and
+    the worker's record keeps that.
     """
     with core.session() as session:
         touch = session.scalars(sa.select(Touch).where(Touch.provider_id == provider_id, Touch.channel == "voice")
                                 .with_for_update()).first()
+        if touch is None and touch_id is not None:
+            touch = session.scalars(sa.select(Touch).where(
+                Touch.id == touch_id, Touch.channel == "voice", Touch.action == "auto", Touch.status == "sending",
+                Touch.provider_id.is_(None)).with_for_update()).first()
+            if touch is not None:
+                touch.provider_id = provider_id
         if touch is None:
             return Receipt("unknown_id", detail=f"no touch has provider id voice {provider_id}")
         if touch.outcome == LEFT_VOICEMAIL or touch.status == "failed":

@@ -674,19 +674,19 @@ class Engine:
             # opt-out): record the touch, never bring the enrollment back.
             live = e.state in ("active", "needs_review")
             if result.accepted:
-                touch.provider_id, touch.error = result.provider_id, None
+                touch.provider_id = result.provider_id
                 if not result.sent_when_reported:
-                    touch.status, touch.sent_at = TouchStatus.sent, now
-                else:
-                    # Sent only once its plugin reports it done, which may have happened while this answer
-                    # was on its way (sent_at says when); the step is done for the cadence all the same.
-                    touch.status = TouchStatus.placed if touch.sent_at is None else TouchStatus.sent
+                    touch.status, touch.sent_at, touch.error = TouchStatus.sent, now, None
+                elif touch.status == TouchStatus.sending:
+                    touch.status = TouchStatus.placed
+                # Else its plugin's report came while this answer was on its way (calls go out one a
+                # second, so a short call can end before its group is recorded): the report stands.
                 if touch.message_id:
                     # The channel gave the message an id others can refer to: later steps thread on it.
                     _thread(e, touch)
                 if live:
                     advance(e, now, self.rt.plugins)
-                if touch.status == TouchStatus.placed:
+                if touch.status in (TouchStatus.placed, TouchStatus.failed):
                     report.placed += 1
                     continue
                 report.sent += 1

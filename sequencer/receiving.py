@@ -467,8 +467,8 @@ class PluginCore:
     def voicemail_played(self, touch_id: int) -> Receipt:
         return dialing.voicemail_played(self, touch_id, self._touch_sent)
 
-    def voicemail_missed(self, provider_id: str, why: str) -> Receipt:
-        return dialing.voicemail_missed(self, provider_id, why)
+    def voicemail_missed(self, provider_id: str, why: str, touch_id: int | None = None) -> Receipt:
+        return dialing.voicemail_missed(self, provider_id, why, touch_id)
 
     def call_back_task(self, touch_id: int, instructions: str) -> int | None:
         return dialing.call_back_task(self, touch_id, instructions)

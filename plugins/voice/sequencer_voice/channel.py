@@ -67,7 +67,8 @@ class VoiceChannel(Channel):
         # machine, once its greeting is over, so the message starts on the recording.
         placed = calls.place(core, settings, twilio, to=touch.to_phone, from_=number,
                              url=f"{base}{DROP_PATH}/{touch.touch_id}", machine_detection="DetectMessageEnd",
-                             status_callback=f"{base}{STATUS_PATH}/drop", status_callback_event=STATUS_EVENTS)
+                             status_callback=f"{base}{STATUS_PATH}/drop?touch={touch.touch_id}",
+                             status_callback_event=STATUS_EVENTS)
         if placed.sid is not None:
             # Twilio took the call; whether a machine heard the message is known only when /played is reached.
             return SendResult(touch.touch_id, accepted=True, provider_id=placed.sid, provider_status="queued",

@@ -94,7 +94,9 @@ def status(kind: str) -> flask.Response:
                      answered_by=answered_by, at=core.now())
     if kind == "drop" and word in FINAL:
         why = MISSED.get(answered_by or "") or MISSED.get(word) or "the call ended before the message was over"
-        core.voicemail_missed(sid, why)
+        touch = flask.request.args.get("touch", "")
+        # The drop's touch id (in the URL Twilio signed): its call may end before the worker recorded its CallSid.
+        core.voicemail_missed(sid, why, int(touch) if touch.isdigit() else None)
     # Unknown ids and replays get 200 too: Twilio retrying them would not help.
     return _text("", 200)
 

@@ -87,7 +87,7 @@ def test_the_call_asks_for_synchronous_machine_detection(voice, runtime, fake_tw
     assert call.form["To"] == LEAD and call.form["From"] == POOL[0]
     assert call.form["Url"] == f"{BASE_URL}/hooks/voice/drop/{touch_id}"
     assert call.form["MachineDetection"] == "DetectMessageEnd" and "AsyncAmd" not in call.form
-    assert call.form["StatusCallback"] == f"{BASE_URL}/hooks/voice/status/drop"
+    assert call.form["StatusCallback"] == f"{BASE_URL}/hooks/voice/status/drop?touch={touch_id}"
     assert call.values["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
 
 
@@ -251,6 +251,28 @@ def test_a_message_played_before_the_worker_recorded_the_call_is_sent_once(sent_
     assert [(e.touch_id, e.provider_id) for e in sent_touches] == [(drop.id, sid)]
     fake_twilio.progress(client, sid, "completed", duration=30, answered_by="machine_end_beep")
     assert touch(runtime, drop.id).status == "completed" and len(sent_touches) == 1
+
+
+def test_a_call_over_before_the_worker_recorded_it_fails_and_stays_failed(sent_touches, voice, runtime, fake_twilio,
+                                                                           client, cli, tmp_path, monkeypatch) -> None:
+    place = voice.send_batch
+
+    def busy_at_once(outbound_touches):
+        results = place(outbound_touches)
+        # Calls go out one a second: this one was busy before its group was recorded. Its
+        # progress finds no touch with its CallSid yet; the end finds the drop by its touch id.
+        for result in results:
+            fake_twilio.progress(client, result.provider_id, "initiated", "busy", duration=0)
+            assert touch(runtime, result.touch_id).status == "failed"
+        return results
+
+    monkeypatch.setattr(voice, "send_batch", busy_at_once)
+    drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
+    assert (report.sent, report.placed) == (0, 1)
+    assert (drop.status, drop.sent_at, drop.provider_id) == ("failed", None, sid)
+    assert drop.error == "voicemail not played: the line was busy" and sent_touches == []
+    # The cadence goes on all the same.
+    assert (_enrollment(runtime).state, _enrollment(runtime).step_position) == ("active", 1)
 
 
 @pytest.mark.parametrize("path", ["/hooks/voice/status/drop", "/hooks/voice/played/{touch}",
