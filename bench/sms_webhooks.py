@@ -7,8 +7,9 @@ Twilio signs (RequestValidator over base_url + path and the form, with [plugins.
 signatures and request bytes are made before the clock starts), over bare sockets from a bounded
 number of threads, each keeping at most one request in flight.
 
-It reports the accepted rate (HTTP 200 answers per second of the whole loop), then checks that
-every message is on a timeline: one sms reply event per MessageSid, each with its lead. CPU ms
+It reports the accepted rate (HTTP 200 answers per second of the whole loop) beside a
+baseline measured first by the same server and client in the same run (GET /healthz: one
+SELECT 1), then checks that every message is on a timeline: one sms reply event per MessageSid, each with its lead. CPU ms
 per request is the CPU time gunicorn's master and workers used (/proc, user + system) over the
 requests (the database server's own CPU is not in it); the client's CPU is reported beside it.
 Target: >= 300/s on PostgreSQL.
@@ -49,6 +50,7 @@ OUR_NUMBERS = ("+14155550100", "+14155550101")
 INBOUND_PATH = "/hooks/sms/inbound"
 THREADS = 8
 BODY = "Thanks for the text, can you send me the pricing?"
+HEALTHZ = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
 
 
 def free_port() -> int:
@@ -205,6 +207,8 @@ def run(kind: str, n: int) -> dict[str, Any]:
         raw = encoded(port, batch)
         server = Gunicorn(config, port)
         try:
+            # The baseline, same server, client and run: GET /healthz, one SELECT 1 and no signature.
+            floor_seconds, floor_statuses = post_all(port, [HEALTHZ.format(port=port).encode()] * n)
             cpu_before, client_before = server.cpu_seconds(), time.process_time()
             seconds, statuses = post_all(port, raw)
             cpu, client_cpu = server.cpu_seconds() - cpu_before, time.process_time() - client_before
@@ -219,14 +223,18 @@ def run(kind: str, n: int) -> dict[str, Any]:
     accepted = statuses.get(200, 0)
     on_timeline = len(set(recorded) & {sid for sid, _, _ in batch})
     rate = accepted / seconds
+    baseline = floor_statuses.get(200, 0) / floor_seconds
     result = {"database": kind, "requests": n, "accepted": accepted, "statuses": statuses,
+              "baseline_healthz_rate": round(baseline, 1),
               "seconds": round(seconds, 3), "rate": round(rate, 1), "on_timeline": on_timeline,
               "lost": n - on_timeline, "duplicates": len(recorded) - len(set(recorded)),
               "cpu_ms_per_request": round(cpu * 1000 / n, 2),
-              "client_cpu_ms_per_request": round(client_cpu * 1000 / n, 2), "gunicorn_workers": 2, "client_threads": THREADS}
+              "client_cpu_ms_per_request": round(client_cpu * 1000 / n, 2), "gunicorn_workers": 2,
+              "client_threads": THREADS}
     print(f"{kind}: {accepted:,} of {n:,} signed inbound texts accepted in {seconds:.2f} s = {rate:,.0f}/s "
           f"(answers {statuses}); {on_timeline:,} on a timeline, {n - on_timeline:,} lost; "
-          f"gunicorn CPU {cpu * 1000 / n:.2f} ms per request (client {client_cpu * 1000 / n:.2f} ms)", flush=True)
+          f"gunicorn CPU {cpu * 1000 / n:.2f} ms per request (client {client_cpu * 1000 / n:.2f} ms); "
+          f"baseline: GET /healthz {baseline:,.0f}/s", flush=True)
     return result
 
 
