@@ -9,9 +9,10 @@ number of threads, each keeping at most one request in flight.
 
 It reports the accepted rate (HTTP 200 answers per second of the whole loop) beside a
 baseline measured first by the same server and client in the same run (GET /healthz: one
-SELECT 1), then checks that every message is on a timeline: one sms reply event per MessageSid, each with its lead. CPU ms
-per request is the CPU time gunicorn's master and workers used (/proc, user + system) over the
-requests (the database server's own CPU is not in it); the client's CPU is reported beside it.
+SELECT 1), then checks that every message is on a timeline: one sms reply event per
+MessageSid, each with its lead. CPU ms per request is the CPU time gunicorn's master and
+workers used (/proc, user + system) over the requests (the database server's own CPU is not in
+it); the client's CPU is reported beside it.
 Target: >= 300/s on PostgreSQL.
 
     .venv/bin/python bench/sms_webhooks.py                           # PostgreSQL, then SQLite
