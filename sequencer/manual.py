@@ -165,6 +165,10 @@ def _parts(session: so.Session, task_id: int, *, lock: bool = False) -> tuple[Ta
         raise ManualError(f"no task {task_id}")
     if task.state != "open":
         raise ManualError(f"task {task_id} is already {task.state}")
+    if task.kind == "call":
+        # Sending a call step's text through its channel would place a voicemail drop, not the rep's call.
+        raise ManualError(f"task {task_id} is a call: call the lead (`sequencer calls dial {task_id}` or the "
+                          "Call button) and log the outcome; only email and text tasks are sent from here")
     touch = session.get(Touch, task.touch_id) if task.touch_id else None
     enrollment = session.get(Enrollment, task.enrollment_id) if task.enrollment_id else None
     lead = session.get(Lead, task.lead_id) if task.lead_id else None

@@ -70,3 +70,26 @@ def test_a_message_sent_only_when_reported_is_placed_and_its_task_done(cli, runt
         assert session.get(Task, task_id).state == "done"
     enrollment = enrollment_of(runtime, "pat@corp.example")
     assert (enrollment.state, enrollment.step_position) == ("active", 1)
+
+
+def test_a_call_task_is_not_sent_as_a_message(cli, runtime, clock, tmp_path) -> None:
+    """A call step's task is the rep's call: sending it would place a voicemail drop instead."""
+    team(cli)
+    apply(cli, tmp_path, 'name = "calls"\n' + ALWAYS_OPEN + """
+[[steps]]
+key = "call"
+channel = "voice"
+action = "manual"
+body = "Ask about their current supplier."
+""")
+    enroll_csv(cli, tmp_path, [f"pat@corp.example,+12125550100,Pat,{REP}"], "calls", clock.now(),
+               header="email,phone,first_name,owner")
+    assert Engine(runtime).run_until_idle().tasks == 1
+    with runtime.session() as session:
+        task = session.scalars(sa.select(Task)).one()
+        rep_id = session.scalar(sa.select(User.id).where(User.email == REP))
+    assert task.kind == "call"
+    with pytest.raises(manual.ManualError, match=f"task {task.id} is a call: call the lead"):
+        manual.send(runtime, task.id, subject=None, body="Hi Pat", user_id=rep_id)
+    [call] = touches(runtime)
+    assert call.status == "pending" and call.provider_id is None
