@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sequencer import suppressions
 from sequencer.channels import Core, DialError, Receipt, SentTouch
 from sequencer.leads import infer_zones
-from sequencer.models import InboundEvent, Lead, RateSlot, Task, Touch, User
+from sequencer.models import InboundEvent, Lead, RateSlot, Task, Touch, TouchAttempt, User
 from sequencer.numbers import Slot, _instant, _us
 
 # The outcome a voicemail drop's touch gets when its message was played to the end.
@@ -138,8 +138,10 @@ def voicemail_played(core: Core, touch_id: int, touch_sent: Callable[[SentTouch]
                                  touch_id=touch.id, summary="voicemail left: the message was played",
                                  classification={"outcome": LEFT_VOICEMAIL, "at": now.isoformat()}))
         session.flush()
-        # A touch still `sending` gets its touch_sent from the engine, once it records the call.
-        if touch_sent is not None and first_sent and (before == "placed" or not_played):
+        # While the engine has not recorded the call (its attempt unfinished), touch_sent is the engine's to send.
+        recorded = session.scalar(sa.select(sa.func.count()).select_from(TouchAttempt).where(
+            TouchAttempt.touch_id == touch.id, TouchAttempt.finished_at.is_(None))) == 0
+        if touch_sent is not None and first_sent and recorded and (before == "placed" or not_played):
             touch_sent(SentTouch(touch.id, touch.lead_id, touch.channel, touch.step_key, touch.provider_id,
                                  touch.message_id, touch.sent_at))
         return Receipt("updated", changed=True, lead_id=touch.lead_id, touch_id=touch.id,

@@ -275,6 +275,26 @@ def test_a_call_over_before_the_worker_recorded_it_fails_and_stays_failed(sent_t
     assert (_enrollment(runtime).state, _enrollment(runtime).step_position) == ("active", 1)
 
 
+def test_missed_then_played_before_the_worker_recorded_it_is_sent_once(sent_touches, voice, runtime, fake_twilio,
+                                                                         client, cli, tmp_path, monkeypatch) -> None:
+    """The busy report wins the race, the played one (out of order) follows: one touch_sent, from the worker."""
+    place = voice.send_batch
+
+    def busy_then_played(outbound_touches):
+        results = place(outbound_touches)
+        for result in results:
+            fake_twilio.progress(client, result.provider_id, "busy", duration=0)
+            voice.context.core.voicemail_played(result.touch_id)
+            assert touch(runtime, result.touch_id).status == "completed" and sent_touches == []
+        return results
+
+    monkeypatch.setattr(voice, "send_batch", busy_then_played)
+    drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
+    assert (report.sent, report.placed) == (1, 0)
+    assert (drop.status, drop.outcome, drop.error) == ("completed", "left_voicemail", None)
+    assert [(e.touch_id, e.provider_id) for e in sent_touches] == [(drop.id, sid)]
+
+
 @pytest.mark.parametrize("path", ["/hooks/voice/status/drop", "/hooks/voice/played/{touch}",
                                   "/hooks/voice/drop/{touch}"])
 def test_bad_signature_is_refused_and_nothing_recorded(voice, runtime, fake_twilio, client, path) -> None:
