@@ -83,7 +83,8 @@ _PRIOR_MESSAGE = (sa.select(InboundEvent.classification, InboundEvent.lead_id, I
 _LEADS_BY_EMAIL = sa.select(Lead).where(Lead.email_normalized == sa.bindparam("address"))
 _LEADS_BY_PHONE = sa.select(Lead).where(Lead.phone == sa.bindparam("address")).order_by(Lead.id)
 # The lead's last touch on the channel: what a reply answers when it names no message of ours.
-_LAST_TOUCH = (sa.select(Touch).where(Touch.lead_id == sa.bindparam("lead_id"), Touch.channel == sa.bindparam("channel"))
+_LAST_TOUCH = (sa.select(Touch)
+               .where(Touch.lead_id == sa.bindparam("lead_id"), Touch.channel == sa.bindparam("channel"))
                .options(so.load_only(Touch.enrollment_id, Touch.lead_id, Touch.mailbox_id))
                .order_by(Touch.id.desc()).limit(1))
 

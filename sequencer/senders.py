@@ -85,7 +85,8 @@ def _assign(session: so.Session, owners: dict[int, int | None], now: datetime) -
     if raced:
         # Another worker fixed these leads' numbers first: theirs are the ones.
         fixed.update(session.execute(
-            sa.select(LeadNumber.lead_id, PhoneNumber.number).join(PhoneNumber, PhoneNumber.id == LeadNumber.phone_number_id)
+            sa.select(LeadNumber.lead_id, PhoneNumber.number)
+            .join(PhoneNumber, PhoneNumber.id == LeadNumber.phone_number_id)
             .where(LeadNumber.lead_id.in_(raced))).all())
     return fixed
 

@@ -4,10 +4,11 @@ Load it from a conftest.py with `pytest_plugins = ["sequencer.testing"]`. It giv
 `db_url` (a freshly migrated SQLite file and a PostgreSQL database from a throwaway cluster, so
 every test that uses it runs on both), `smtp_sink` (an SMTP server on loopback keeping what it
 receives), `config_path` / `settings` (a config.toml for them), `clock` (fixed, a Monday),
-`runtime`, `cli` (the `sequencer` command in-process) and `sent_touches` (the touch_sent events). `sequencer.testing.world` sets up and
-reads a world of reps, cadences, leads and mail; `sequencer.testing.dovecot` runs a real IMAP
-server; `sequencer.testing.postgres` the PostgreSQL cluster. A service that is missing skips
-the test on a developer machine and fails it when CI=true.
+`runtime`, `cli` (the `sequencer` command in-process) and `sent_touches` (the touch_sent
+events). `sequencer.testing.world` sets up and reads a world of reps, cadences, leads and
+mail; `sequencer.testing.dovecot` runs a real IMAP server; `sequencer.testing.postgres` the
+PostgreSQL cluster. A service that is missing skips the test on a developer machine and fails
+it when CI=true.
 """
 from __future__ import annotations
 

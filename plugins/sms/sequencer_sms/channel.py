@@ -124,7 +124,8 @@ class SmsChannel(Channel):
         plans: list[SendResult | dict[str, Any]] = []
         for touch in touches:
             if not touch.to_phone:
-                plans.append(SendResult(touch.touch_id, accepted=False, error=f"touch {touch.touch_id} has no phone number"))
+                plans.append(SendResult(touch.touch_id, accepted=False,
+                                        error=f"touch {touch.touch_id} has no phone number"))
             else:
                 plans.append({"to": touch.to_phone, "body": touch.text, "status_callback": callback})
         if settings.messaging_service_sid:
