@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sequencer.channels import Channel, OutboundTouch, SendResult
-from sequencer_voice import calls
+from sequencer_voice import calls, twiml
 from sequencer_voice.settings import SCHEMA, VoiceConfigError, VoiceSettings, read_settings
 
 DROP_PATH = "/hooks/voice/drop"
@@ -40,8 +40,9 @@ class VoiceChannel(Channel):
         return None
 
     def prepare(self, touch: OutboundTouch) -> None:
-        """Refuse an empty message: a voicemail drop would say nothing."""
-        if not touch.text.strip():
+        """Refuse an empty message (a voicemail drop would say nothing) or a wrong language line."""
+        _, text = twiml.message_language(touch.text)
+        if not text.strip():
             raise ValueError("the rendered voicemail message is empty; give the step a body or template")
 
     def send_batch(self, touches: list[OutboundTouch]) -> list[SendResult]:

@@ -1,6 +1,8 @@
 """The TwiML Twilio runs on our calls, built with the SDK's VoiceResponse: pure functions of what to say."""
 from __future__ import annotations
 
+import re
+
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 # Twilio's AnsweredBy with MachineDetection=DetectMessageEnd (synchronous AMD): the machine's
@@ -33,6 +35,27 @@ def say(text: str, language: str | None = None) -> str:
     response = VoiceResponse()
     response.say(text, language=language)
     return str(response)
+
+
+# A drop's message may start with the language it is written in, as a call script's header does:
+# "language: ru-RU" on its first line (a BCP 47 tag as Twilio's <Say> takes it), then the text.
+_LANGUAGE_LINE = re.compile(r"\A[ \t]*language:[ \t]*(?P<tag>[^\r\n]*?)[ \t]*(?:\r?\n|\Z)", re.IGNORECASE)
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*\Z")
+
+
+def message_language(message: str) -> tuple[str | None, str]:
+    """Split a drop's message into the language its first line declares (None: none) and the text to play.
+
+    Raises ValueError naming the line when the declared language is not a language tag.
+    """
+    found = _LANGUAGE_LINE.match(message)
+    if found is None:
+        return None, message
+    tag = found.group("tag")
+    if not _LANGUAGE_TAG.match(tag):
+        raise ValueError(f"the message's first line 'language: {tag}' is not a language tag; write one "
+                         "Twilio's <Say> knows, like 'language: ru-RU' or 'language: en-US'")
+    return tag, message[found.end():]
 
 
 def voicemail(message: str, language: str, played_url: str) -> str:

@@ -58,10 +58,15 @@ def drop(touch_id: int) -> flask.Response:
     if found is None:
         return _xml(twiml.hangup())
     answered_by = flask.request.form.get("AnsweredBy", "unknown")
+    try:
+        declared, message = twiml.message_language(found.text)
+    except ValueError:
+        declared, message = None, found.text  # refused at send (prepare): a drop recorded before that check
     language = settings.language(found.lead_country)
     if answered_by in twiml.MACHINE_END:
         played = core.base_url.rstrip("/") + f"{PLAYED_PATH}/{touch_id}"
-        return _xml(twiml.voicemail(found.text, language, played))
+        # The message in the language its template declares, else the one [plugins.voice] gives the lead's country.
+        return _xml(twiml.voicemail(message, declared or language, played))
     if answered_by in ("human", "unknown"):
         # "unknown": AMD could not tell, which mostly means a person who said little; never leave them a recording.
         if settings.on_human == "callback_task":

@@ -108,6 +108,22 @@ def test_machine_gets_the_message_after_the_beep_and_the_touch_counts(voice, run
     assert [e.kind for e in events(runtime, "voicemail")] == ["voicemail"] and tasks(runtime) == []
 
 
+def test_the_message_is_said_in_the_language_its_template_declares(voice, runtime, fake_twilio, client) -> None:
+    """A Russian cadence's drop to a lead in Germany: the template's first line says the language."""
+    touch_id, sid = _dropped(runtime, voice, fake_twilio, country="DE",
+                             text="language: ru-RU\nЗдравствуйте, Яна! Это Acme.")
+    [first, _] = fake_twilio.play(client, sid, "machine_end_beep", duration=12)
+    say = first.find("Say")
+    assert (say.text, say.get("language")) == ("Здравствуйте, Яна! Это Acme.", "ru-RU")
+
+
+def test_a_wrong_language_line_is_refused_before_the_call(voice) -> None:
+    with pytest.raises(ValueError, match="'language: russian please' is not a language tag; write one"):
+        voice.prepare(outbound(1, text="language: russian please\nЗдравствуйте"))
+    with pytest.raises(ValueError, match="message is empty"):
+        voice.prepare(outbound(1, text="language: ru-RU\n  "))
+
+
 def test_an_audio_url_is_played(voice, runtime, fake_twilio, client) -> None:
     touch_id, sid = _dropped(runtime, voice, fake_twilio, text="https://cdn.acme.example/vm/jane.mp3")
     [first, _] = fake_twilio.answer(client, sid, "machine_end_silence")
