@@ -129,7 +129,7 @@ def reserve_slots(session: so.Session, wanted: Sequence[str], per_second: float,
         .where(PhoneNumber.number.in_(set(wanted))).order_by(PhoneNumber.id).with_for_update()).all()
     state = {row.number: [row.next_slot_us, row.cap_day, row.cap_count] for row in rows}
     ids = {row.number: row.id for row in rows}
-    slots = []
+    slots, taken = [], set()
     for number in wanted:
         if number not in state:
             raise NumberError(f"{number} is not one of our numbers; add it to [plugins.sms] numbers or "
@@ -143,14 +143,17 @@ def reserve_slots(session: so.Session, wanted: Sequence[str], per_second: float,
             slots.append(Slot(_instant(start), reserved=False))
         else:
             state[number] = [start + interval, today, used_today + 1]
+            taken.add(number)
             slots.append(Slot(_instant(start), reserved=True))
-    taken = [{"row_id": ids[number], "next_us": next_us, "day": day, "count": count}
-             for number, (next_us, day, count) in state.items()]
+    if not taken:
+        return slots
+    updates = [{"row_id": ids[number], "next_us": next_us, "day": day, "count": count}
+               for number, (next_us, day, count) in state.items() if number in taken]
     table = PhoneNumber.__table__
     session.connection().execute(
         sa.update(table).where(table.c.id == sa.bindparam("row_id"))
         .values(next_slot_us=sa.bindparam("next_us"), cap_day=sa.bindparam("day"), cap_count=sa.bindparam("count")),
-        taken)
+        updates)
     return slots
 
 

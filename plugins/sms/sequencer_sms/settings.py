@@ -1,6 +1,7 @@
 """[plugins.sms] in config.toml -> typed settings, with errors that name the key and the fix."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -41,8 +42,22 @@ class SmsSettings:
     concurrent_requests: int = 4
 
 
+_last_read: tuple[dict[str, Any], SmsSettings] | None = None
+
+
 def read_settings(table: Mapping[str, Any]) -> SmsSettings:
-    """Read [plugins.sms]; raise SmsConfigError naming the first key that is missing or wrong."""
+    """Read [plugins.sms]; raise SmsConfigError naming the first key that is missing or wrong.
+
+    Remembered while the table stays the same: every webhook and every group of texts needs it,
+    and checking the numbers as E.164 each time cost more than a webhook's signature check.
+    """
+    global _last_read
+    if _last_read is None or _last_read[0] != table:
+        _last_read = (copy.deepcopy(dict(table)), _parse(table))
+    return _last_read[1]
+
+
+def _parse(table: Mapping[str, Any]) -> SmsSettings:
     def text(key: str, required: bool = True) -> str | None:
         value = table.get(key)
         if value in (None, ""):
@@ -74,18 +89,6 @@ def read_settings(table: Mapping[str, Any]) -> SmsSettings:
                        per_number_per_second=_positive(table, "per_number_per_second", 1, float),
                        per_number_daily_cap=_positive(table, "per_number_daily_cap", 500, int), help_text=help_text,
                        concurrent_requests=_positive(table, "concurrent_requests", 4, int))
-
-
-_last_read: tuple[dict[str, Any], SmsSettings] | None = None
-
-
-def settings_for_request(table: Mapping[str, Any]) -> SmsSettings:
-    """read_settings, remembered while [plugins.sms] stays the same: every webhook needs it, and
-    checking the numbers as E.164 each time cost more than the signature check."""
-    global _last_read
-    if _last_read is None or _last_read[0] != table:
-        _last_read = (dict(table), read_settings(table))
-    return _last_read[1]
 
 
 def max_segments(table: Mapping[str, Any]) -> int:

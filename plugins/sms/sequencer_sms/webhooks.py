@@ -10,7 +10,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from sequencer.channels import Core, core_for, public_url
 from sequencer_sms.channel import INBOUND_PATH, STATUS, STATUS_PATH
 from sequencer_sms.errors import RECIPIENT_PROBLEMS
-from sequencer_sms.settings import SmsConfigError, SmsSettings, settings_for_request
+from sequencer_sms.settings import SmsConfigError, SmsSettings, read_settings
 
 log = logging.getLogger(__name__)
 bp = flask.Blueprint("sms_hooks", __name__)
@@ -72,7 +72,7 @@ def _authenticated() -> tuple[Core, SmsSettings]:
     """Return the core and settings; answer 403 unless X-Twilio-Signature matches [web] base_url + path."""
     core = core_for("sms")
     try:
-        settings = settings_for_request(core.settings)
+        settings = read_settings(core.settings)
     except SmsConfigError as exc:
         # Without the auth token no signature can be checked, so nothing may be recorded.
         flask.abort(_text(f"the sms plugin is not configured: {exc}", 503))
