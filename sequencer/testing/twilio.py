@@ -47,9 +47,14 @@ ERRORS: dict[int, tuple[int, str]] = {
 }
 
 
+# A Failure code that answers nothing: the request is taken, then the connection closes, as when
+# Twilio's answer is lost on the way back.
+HANG_UP = 0
+
+
 @dataclass
 class Failure:
-    code: int
+    code: int  # a key of ERRORS, or HANG_UP
     retry_after: str | None = None  # a Retry-After header to send with it
 
 
@@ -85,6 +90,8 @@ class FakeTwilio:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 status, payload, headers = fake._answer(self.path, self.headers.get("Authorization", ""), body)
+                if status == HANG_UP:
+                    return  # no answer at all: the connection closes (HTTP/1.0)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -114,7 +121,7 @@ class FakeTwilio:
         return f"http://{host}:{port}"
 
     def fail(self, to: str, code: int, retry_after: str | None = None) -> None:
-        """Answer every request to `to` with Twilio's error `code` (a key of ERRORS)."""
+        """Answer every request to `to` with Twilio's error `code` (a key of ERRORS), or with nothing (HANG_UP)."""
         self.failures[to] = Failure(code, retry_after)
 
     def sent(self, resource: str = "Messages") -> list[Recorded]:
@@ -138,6 +145,8 @@ class FakeTwilio:
             self.requests.append(recorded)
         failure = self.failures.get(form.get("To", ""))
         if failure is not None:
+            if failure.code == HANG_UP:
+                return HANG_UP, {}, {}
             status, payload, headers = _error(failure.code)
             if failure.retry_after is not None:
                 headers["Retry-After"] = failure.retry_after

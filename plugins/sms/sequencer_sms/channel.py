@@ -1,18 +1,20 @@
 """The SMS channel: texts sent with Twilio's SDK, each result classified for at-most-once sending."""
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+import logging
+import urllib.request
+from base64 import b64encode
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
+import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-from urllib3.exceptions import NewConnectionError
 
 from sequencer.channels import Channel, Cost, OutboundTouch, SendResult
 from sequencer_sms import segments
@@ -22,6 +24,7 @@ from sequencer_sms.settings import SCHEMA, SmsConfigError, SmsSettings, max_segm
 STATUS_PATH = "/hooks/sms/status"
 INBOUND_PATH = "/hooks/sms/inbound"
 HTTP_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
 # A touch whose number's next free slot is this close waits for it inside the batch; a later
 # slot (a backlog, the daily cap) defers the touch instead, so a batch never sleeps for long.
 WAIT_AT_MOST = timedelta(seconds=2)
@@ -82,39 +85,36 @@ class SmsChannel(Channel):
         """Send every touch and return one result per touch, in order.
 
         The senders and rate slots of the whole group are taken first, in one transaction each;
-        then the texts go out, each at its slot, up to [plugins.sms] concurrent_requests at once,
-        each sending thread with its own HTTP session.
+        then the texts go out, each at its slot, up to [plugins.sms] concurrent_requests at once
+        over one connection pool (the SDK's asyncio client: waiting for Twilio costs no thread).
         """
         try:
             settings = read_settings(self.context.settings)
         except SmsConfigError as exc:
             return [SendResult(t.touch_id, accepted=False, retryable=True, error=str(exc)) for t in touches]
         plans = self._plan(settings, touches)
-        clients: list[tuple[Client, _HttpClient]] = []
-        mine = threading.local()
+        if not any(isinstance(plan, dict) for plan in plans):
+            return [plan for plan in plans if isinstance(plan, SendResult)]
+        return asyncio.run(self._send_all(settings, touches, plans))
 
-        def send(touch: OutboundTouch, plan: SendResult | dict[str, Any]) -> SendResult:
+    async def _send_all(self, settings: SmsSettings, touches: list[OutboundTouch],
+                        plans: list[SendResult | dict[str, Any]]) -> list[SendResult]:
+        http = _AsyncHttpClient(settings.api_base_url)
+        # environment={}: credentials and the API host come from [plugins.sms] only, never TWILIO_* variables.
+        client = Client(settings.account_sid, settings.auth_token, environment={}, http_client=http)
+        client.api.base_url = settings.api_base_url
+        room = asyncio.Semaphore(settings.concurrent_requests)
+
+        async def send(touch: OutboundTouch, plan: SendResult | dict[str, Any]) -> SendResult:
             if isinstance(plan, SendResult):
                 return plan
-            if not hasattr(mine, "client"):
-                http = _HttpClient(timeout=HTTP_TIMEOUT)
-                # environment={}: credentials and the API host come from [plugins.sms] only, never TWILIO_* variables.
-                mine.client = Client(settings.account_sid, settings.auth_token, environment={}, http_client=http)
-                mine.client.api.base_url = settings.api_base_url
-                mine.http = http
-                clients.append((mine.client, http))
-            return self._send(mine.client, mine.http, settings, touch, plan)
+            async with room:
+                return await self._send(client, settings, touch, plan)
 
-        workers = min(settings.concurrent_requests, sum(isinstance(plan, dict) for plan in plans))
         try:
-            if workers <= 1:
-                return [send(touch, plan) for touch, plan in zip(touches, plans)]
-            with ThreadPoolExecutor(workers, thread_name_prefix="sms-send") as pool:
-                return list(pool.map(send, touches, plans))
+            return list(await asyncio.gather(*(send(touch, plan) for touch, plan in zip(touches, plans))))
         finally:
-            for _, http in clients:
-                if http.session is not None:
-                    http.session.close()
+            await http.close()
 
     def _plan(self, settings: SmsSettings, touches: list[OutboundTouch]) -> list[SendResult | dict[str, Any]]:
         """Return, per touch, the Messages.create arguments to send with, or the result it already has."""
@@ -156,40 +156,67 @@ class SmsChannel(Channel):
                 plans[i] = {**plans[i], "from_": number, "slot_at": slot.at}
         return plans
 
-    def _send(self, client: Client, http: _HttpClient, settings: SmsSettings, touch: OutboundTouch,
-              message: dict[str, Any]) -> SendResult:
+    async def _send(self, client: Client, settings: SmsSettings, touch: OutboundTouch,
+                    message: dict[str, Any]) -> SendResult:
         core = self.context.core
         assert core is not None
         slot_at = message.pop("slot_at", None)
         if slot_at is not None:
             wait = (slot_at - core.now()).total_seconds()
             if wait > 0:
-                time.sleep(wait)
+                await asyncio.sleep(wait)
         try:
-            sent = client.messages.create(**message)
+            sent = await client.messages.create_async(**message)
         except (TwilioRestException, TwilioServiceException) as exc:
-            return _refused(touch, exc, http.last_headers, core.now())
-        except requests.exceptions.RequestException as exc:
-            if _never_connected(exc):
-                return SendResult(touch.touch_id, accepted=False, retryable=True,
-                                  error=f"cannot reach {settings.api_base_url}: {exc}")
+            return _refused(touch, exc, _last_headers.get(), core.now())
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Refused, unresolvable, no TLS handshake, or no connection in time: the request never left.
+            return SendResult(touch.touch_id, accepted=False, retryable=True,
+                              error=f"cannot reach {settings.api_base_url}: {exc!r}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # The request may have reached Twilio: a person must check before anything is resent.
             return SendResult(touch.touch_id, accepted=False, provider_status="unknown",
-                              error=f"no answer from {settings.api_base_url} after sending: {exc}")
+                              error=f"no answer from {settings.api_base_url} after sending: {exc!r}")
         return SendResult(touch.touch_id, accepted=True, provider_id=sent.sid,
                           provider_status=STATUS.get(sent.status or "", sent.status))
 
 
-class _HttpClient(TwilioHttpClient):
-    """Twilio's HTTP client, keeping the last response's headers: its exceptions drop a 429's Retry-After."""
+# The headers of the current task's last Twilio response: the SDK's exceptions drop a 429's Retry-After.
+_last_headers: ContextVar[Any] = ContextVar("sms_last_response_headers", default=None)
 
-    last_headers: Any = None
 
-    def request(self, *args: Any, **kwargs: Any) -> Response:
-        self.last_headers = None
-        response = super().request(*args, **kwargs)
-        self.last_headers = response.headers
+class _AsyncHttpClient(AsyncHttpClient):
+    """An aiohttp session for the SDK's asyncio calls: one connection pool per group of texts.
+
+    The proxy for the API (HTTPS_PROXY, NO_PROXY...) is read from the environment once, when the
+    client is made, rather than on every request.
+    """
+
+    def __init__(self, api_base_url: str) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), True, HTTP_TIMEOUT)
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT,
+                                                                           sock_connect=CONNECT_TIMEOUT))
+        url = urlsplit(api_base_url)
+        bypass = url.hostname is None or urllib.request.proxy_bypass(url.hostname)
+        self.proxy = None if bypass else urllib.request.getproxies().get(url.scheme)
+
+    async def request(self, method: str, url: str, params: dict[str, object] | None = None,
+                      data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None, timeout: float | None = None,
+                      allow_redirects: bool = False) -> Response:
+        _last_headers.set(None)
+        if auth:  # HTTP Basic (RFC 7617): the account SID and auth token
+            headers = {**(headers or {}), "Authorization": "Basic " + b64encode(":".join(auth).encode()).decode()}
+        async with self.session.request(
+                method.upper(), url, params=params, data=data, headers=headers, proxy=self.proxy,
+                allow_redirects=allow_redirects,
+                timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None) as answer:
+            response = Response(answer.status, await answer.text(), answer.headers)
+        _last_headers.set(response.headers)
         return response
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def _refused(touch: OutboundTouch, exc: TwilioRestException | TwilioServiceException, headers: Any,
@@ -209,13 +236,3 @@ def _refused(touch: OutboundTouch, exc: TwilioRestException | TwilioServiceExcep
                           sender_problem=f"Twilio refused our account credentials: {error}; check [plugins.sms] "
                                          "account_sid and auth_token")
     return SendResult(touch.touch_id, accepted=False, provider_status=f"error {code}", error=error)
-
-
-def _never_connected(exc: requests.exceptions.RequestException) -> bool:
-    """Tell whether the request surely never reached the server (refused, unresolvable, connect timeout)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if not isinstance(exc, requests.exceptions.ConnectionError):
-        return False
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, NewConnectionError)

@@ -1,6 +1,7 @@
 """send_batch through the real twilio SDK against the fake Twilio: accepted, each refusal's SendResult, senders."""
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -10,8 +11,9 @@ import sqlalchemy as sa
 from sequencer import senders
 from sequencer.models import LeadNumber, PhoneNumber, Touch
 from sequencer.numbers import ensure
+from sequencer.testing.twilio import HANG_UP
 from sequencer.testing.world import team
-from sequencer_sms.channel import SmsChannel
+from sequencer_sms.channel import SmsChannel, _AsyncHttpClient
 from sms_support import BASE_URL, LEAD, POOL, outbound, sending_touch
 
 
@@ -76,6 +78,15 @@ def test_nothing_listening_is_retryable(sms, runtime, fake_twilio) -> None:
     [result] = sms.send_batch([outbound(touch_id)])
     fake_twilio.__enter__()
     assert result.retryable and not result.accepted and "cannot reach" in result.error
+
+
+def test_no_answer_after_sending_is_unknown_not_retried(sms, runtime, fake_twilio) -> None:
+    """Twilio took the request but its answer never came: the text may be out, so nobody resends it blindly."""
+    fake_twilio.fail(LEAD, HANG_UP)
+    [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert [r.form["To"] for r in fake_twilio.requests] == [LEAD]
+    assert not result.accepted and not result.retryable and result.defer_until is None
+    assert result.provider_status == "unknown" and "no answer from" in result.error
 
 
 def test_sticky_sender_owner_number_then_pool(sms, runtime, fake_twilio, cli) -> None:
@@ -164,3 +175,17 @@ def test_a_wrong_setting_is_named_with_its_fix(sms, monkeypatch, key, value, wor
     assert words in sms.unavailable_reason()
     [result] = sms.send_batch([outbound(1)])
     assert result.retryable and not result.accepted and words in result.error
+
+
+@pytest.mark.parametrize("no_proxy, expected", [("", "http://proxy.example:3128"), ("api.twilio.com", None)])
+def test_the_api_proxy_comes_from_the_environment(monkeypatch, no_proxy: str, expected: str | None) -> None:
+    """HTTPS_PROXY and NO_PROXY are honoured, as the SDK's own client does (read once per group of texts)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+
+    async def proxy_for(url: str) -> str | None:
+        http = _AsyncHttpClient(url)
+        await http.close()
+        return http.proxy
+
+    assert asyncio.run(proxy_for("https://api.twilio.com")) == expected
