@@ -76,10 +76,11 @@ def _assign(session: so.Session, owners: dict[int, int | None], now: datetime) -
     if not chosen:
         return {}
     insert = (sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert)(LeadNumber)
+    # executemany with RETURNING (SQLAlchemy's insertmanyvalues): one cached statement whatever the group's size.
     added = set(session.scalars(
-        insert.values([{"lead_id": lead_id, "phone_number_id": number_id, "assigned_at": now}
-                       for lead_id, (number_id, _) in chosen.items()])
-        .on_conflict_do_nothing(index_elements=[LeadNumber.lead_id]).returning(LeadNumber.lead_id)))
+        insert.on_conflict_do_nothing(index_elements=[LeadNumber.lead_id]).returning(LeadNumber.lead_id),
+        [{"lead_id": lead_id, "phone_number_id": number_id, "assigned_at": now}
+         for lead_id, (number_id, _) in chosen.items()]))
     fixed = {lead_id: number for lead_id, (_, number) in chosen.items() if lead_id in added}
     raced = [lead_id for lead_id in chosen if lead_id not in added]
     if raced:
