@@ -22,6 +22,7 @@ Manual steps never wait for contact hours: a person decides when to act on the t
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -299,12 +300,14 @@ def _opening(facts: Facts, limits: Limits, at: datetime, gated: bool) -> datetim
     return opening(facts.calendar, facts.zones, limits.contact_hours if gated else None, at)
 
 
+@functools.lru_cache(maxsize=4096)
 def opening(calendar: LocalCalendar, zones: tuple[str, ...], contact_hours: ContactHours | None,
             at: datetime) -> datetime:
     """Return the first instant >= `at` in the sending window and, when given, the lead's contact hours.
 
     Raises NoContactHours when the lead's zones share no contact hours, NoOpening when the window
     never opens (or never meets them), ValueError when contact hours apply and no zone is known.
+    Remembered: a batch asks at one instant for leads that share a handful of calendars and zones.
     """
     if contact_hours is not None:
         return next_phone_opening(calendar, zones, contact_hours, at)

@@ -1,6 +1,7 @@
 """Opt-outs: signed unsubscribe tokens and the one function that opts a lead out of everything."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ class BadToken(ValueError):
     """An unsubscribe token that was not signed with our key, or is garbled."""
 
 
+@functools.lru_cache(maxsize=8)
 def _serializer(secret_key: str) -> URLSafeSerializer:
     # URLSafeSerializer carries no timestamp: CAN-SPAM wants the link to keep working
     # for at least 30 days, and an opt-out link that stops working helps nobody.
