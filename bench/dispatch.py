@@ -16,10 +16,12 @@ prints both rates (touches/s) and ratio = engine / bare. Target: ratio >= 0.8.
 
 With `--channel sms` the touches are auto-SMS steps to leads with SMS consent (contact hours
 all day, numbers unthrottled) and the provider is the tests' fake Twilio in its own process
-(bench/twilio_fake.py): the engine sends through the SMS plugin (sticky pool number and rate
-slot per text, the real twilio SDK); the bare loop renders the same text with the same Renderer,
-calls `client.messages.create` with the same SDK over one client, and inserts a touches row.
-Both must leave N accepted messages to N distinct numbers at the fake.
+(bench/twilio_fake.py): the engine sends through the SMS plugin (sticky pool numbers and rate
+slots taken per group, then the group's texts with the real twilio SDK's asyncio client,
+`[plugins.sms] concurrent_requests` at once, default 4; `--concurrent-requests 1` sends them one
+by one); the bare loop renders the same text with the same Renderer, calls
+`client.messages.create` with the same SDK over one client, one text at a time, and inserts a
+touches row. Both must leave N accepted messages to N distinct numbers at the fake.
 
     .venv/bin/python bench/dispatch.py                              # 20,000 touches, SQLite
     .venv/bin/python bench/dispatch.py --database postgresql         # throwaway PostgreSQL cluster

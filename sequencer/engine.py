@@ -657,16 +657,19 @@ class Engine:
             touch_query = touch_query.with_for_update()
         enrollments = {e.id: e for e in session.scalars(query).unique()}
         touches = {t.id: t for t in session.scalars(touch_query)}
-        attempts = {(a.touch_id, a.number): a for a in session.scalars(
-            sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches))))}
+        # Each attempt's row is written set-wise at the end: finished (with its error, its retry), or
+        # dropped when it does not count (the provider or our mailbox was the reason it failed).
+        finished: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
         held = _blamed_mailboxes(items, touches, results)
         sent_events: list[SentTouch] = []
         for item in items:
             touch, e = touches[item.touch_id], enrollments[item.enrollment_id]
-            attempt = attempts[(item.touch_id, item.attempt)]
+            attempt = {"t": item.touch_id, "n": item.attempt, "finished_at": now, "error": None, "retry_at": None}
+            finished.append(attempt)
             result = results.get(item.touch_id) or SendResult(item.touch_id, accepted=False, provider_status="unknown",
                                                               error="the channel returned no result for this touch")
-            attempt.finished_at, touch.updated_at = now, now
+            touch.updated_at = now
             e.lease_owner = e.lease_until = None
             touch.provider_status = result.provider_status
             # needs_review: housekeeping thought this worker had died; its answer is the truth.
@@ -693,7 +696,7 @@ class Engine:
                 sent_events.append(SentTouch(touch.id, e.lead_id, touch.channel, touch.step_key,
                                              touch.provider_id, touch.message_id, touch.sent_at))
                 continue
-            attempt.error = touch.error = result.error or result.recipient_problem
+            attempt["error"] = touch.error = result.error or result.recipient_problem
             if result.recipient_problem:
                 touch.status = "failed"
                 ended = self._recipient_problem(session, e, touch, result.recipient_problem, now)
@@ -706,7 +709,7 @@ class Engine:
             elif touch.mailbox_id in held and item.from_mailbox and (result.sender_problem or result.retryable):
                 # Surely not sent, and the mailbox is the reason (or was refused in the same group):
                 # the lead is not blamed and the attempt is not counted against the touch.
-                session.delete(attempt)
+                dropped.append(finished.pop())
                 touch.error = f"not sent, mailbox held: {result.sender_problem or result.error}"
                 if live:
                     touch.status = "pending"
@@ -717,7 +720,7 @@ class Engine:
                     report.failed += 1
             elif result.defer_until is not None and live:
                 # The provider asked us to slow down: not the lead's doing, so the attempt does not count.
-                session.delete(attempt)
+                dropped.append(finished.pop())
                 until = max(result.defer_until, now)
                 touch.status, touch.retry_at = "pending", until
                 touch.error = f"deferred by the provider until {iso_z(until)}: {result.error or 'slow down'}"
@@ -728,7 +731,7 @@ class Engine:
                 report.failed += 1
             elif result.retryable and item.attempt < self.config.max_attempts:
                 retry_at = now + timedelta(seconds=self.config.retry_base_seconds * 2 ** (item.attempt - 1))
-                attempt.retry_at = touch.retry_at = retry_at
+                attempt["retry_at"] = touch.retry_at = retry_at
                 touch.status = "pending"
                 e.state, e.paused_reason, e.next_due_at = "active", None, retry_at
                 report.retried += 1
@@ -754,6 +757,10 @@ class Engine:
             for mailbox in session.scalars(sa.select(Mailbox).where(Mailbox.id.in_(list(held)))):
                 hold_for_sender_problem(session, mailbox, f"the provider refused to send from it: "
                                                           f"{held[mailbox.id]}", now)
+        if finished:
+            session.execute(_FINISH_ATTEMPT, finished)
+        if dropped:
+            session.execute(_DROP_ATTEMPT, dropped)
         session.flush()
         for event in sent_events:
             self.rt.plugins.hook.touch_sent(touch=event)
@@ -796,6 +803,12 @@ class Engine:
         end_for_lead(session, lead, state="bounced", reason=f"{problem}: {touch.error}", now=now,
                      plugins=self.rt.plugins)
         return True
+
+
+_ATTEMPTS = TouchAttempt.__table__
+_THIS_ATTEMPT = (_ATTEMPTS.c.touch_id == sa.bindparam("t")) & (_ATTEMPTS.c.number == sa.bindparam("n"))
+_FINISH_ATTEMPT = sa.update(_ATTEMPTS).where(_THIS_ATTEMPT)
+_DROP_ATTEMPT = sa.delete(_ATTEMPTS).where(_THIS_ATTEMPT)
 
 
 def advance(e: Enrollment, executed_at: datetime, plugins: Plugins | None = None) -> None:
