@@ -11,7 +11,7 @@ A batch goes through short transactions:
 then, in groups of `[engine] max_in_flight` touches, one group after the other:
 3. arm: check the group's enrollments again (ended? mailbox held meanwhile?) and commit its
    touches as `sending`, so a crash after this point can never lead to a second send of the
-   same step; renew the lease of the rest of the batch;
+   same step; renew the lease of the batch once a quarter of it is gone;
 4. send and settle: hand each channel the group's touches, then record the results and
    advance the enrollments.
 
@@ -199,6 +199,8 @@ class Engine:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Set by SIGTERM/SIGINT: finish the batch in hand, claim no more.
         self.stopping = threading.Event()
+        # When the batch in hand was last leased (time.monotonic()): arm() renews the lease when it ages.
+        self._leased_at = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -230,6 +232,8 @@ class Engine:
         report.claimed = len(ids)
         if not ids:
             return report
+        # Taken before plan() writes the batch's leases: their age is never underestimated.
+        self._leased_at = time.monotonic()
         with self.rt.session() as session:
             planned = self.plan(session, ids, report)
         for start in range(0, len(planned), self.max_in_flight):
@@ -490,8 +494,12 @@ class Engine:
                             .values(status="sending", updated_at=now))
             session.execute(sa.insert(TouchAttempt), [
                 {"touch_id": item.touch_id, "number": item.attempt, "started_at": now} for item in ready])
-        if ready or rest:
-            # Renewed (unless it expired and another worker took it), so a slow batch is not claimed twice.
+        if (ready or rest) and time.monotonic() - self._leased_at > self.config.lease_seconds / 4:
+            # Renewed once a quarter of the lease is gone (unless it expired and another worker took
+            # it), so a slow batch is not claimed twice and every group goes out with at least three
+            # quarters of a lease to send and settle in. Not at every group: that rewrites the rest
+            # of the batch each time.
+            self._leased_at = time.monotonic()
             session.execute(sa.update(Enrollment).where(
                 Enrollment.id.in_([item.enrollment_id for item in ready + rest]),
                 Enrollment.lease_owner == self.worker_id,
@@ -665,7 +673,7 @@ class Engine:
         sent_events: list[SentTouch] = []
         for item in items:
             touch, e = touches[item.touch_id], enrollments[item.enrollment_id]
-            attempt = {"t": item.touch_id, "n": item.attempt, "finished_at": now, "error": None, "retry_at": None}
+            attempt = {"t": item.touch_id, "n": item.attempt, "error": None, "retry_at": None}
             finished.append(attempt)
             result = results.get(item.touch_id) or SendResult(item.touch_id, accepted=False, provider_status="unknown",
                                                               error="the channel returned no result for this touch")
@@ -758,7 +766,11 @@ class Engine:
                 hold_for_sender_problem(session, mailbox, f"the provider refused to send from it: "
                                                           f"{held[mailbox.id]}", now)
         if finished:
-            session.execute(_FINISH_ATTEMPT, finished)
+            session.execute(sa.update(_ATTEMPTS).values(finished_at=now).where(
+                sa.tuple_(_ATTEMPTS.c.touch_id, _ATTEMPTS.c.number).in_([(a["t"], a["n"]) for a in finished])))
+            noted = [a for a in finished if a["error"] is not None or a["retry_at"] is not None]
+            if noted:
+                session.execute(_NOTE_ATTEMPT, noted)
         if dropped:
             session.execute(_DROP_ATTEMPT, dropped)
         session.flush()
@@ -807,7 +819,7 @@ class Engine:
 
 _ATTEMPTS = TouchAttempt.__table__
 _THIS_ATTEMPT = (_ATTEMPTS.c.touch_id == sa.bindparam("t")) & (_ATTEMPTS.c.number == sa.bindparam("n"))
-_FINISH_ATTEMPT = sa.update(_ATTEMPTS).where(_THIS_ATTEMPT)
+_NOTE_ATTEMPT = sa.update(_ATTEMPTS).where(_THIS_ATTEMPT)  # its error and retry_at, from each row's keys
 _DROP_ATTEMPT = sa.delete(_ATTEMPTS).where(_THIS_ATTEMPT)
 
 

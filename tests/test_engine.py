@@ -123,6 +123,8 @@ def route_mailbox(runtime, sink: MailSink) -> None:
 def test_statements_per_group_do_not_grow_with_batch_or_group_size(cli, runtime, clock, tmp_path, smtp_sink,
                                                                     monkeypatch) -> None:
     due_one_email(cli, tmp_path, clock, 410)
+    # A lease no group here can age by a quarter, however slow the machine: no renewal in any group.
+    monkeypatch.setattr(runtime.settings.engine, "lease_seconds", 600)
 
     current: list[str] | None = None  # the statements of the group running now
     outside: list[str] = []  # the claim, outside every group
@@ -187,6 +189,39 @@ def test_a_batch_never_has_more_than_max_in_flight_touches_sending(cli, runtime,
     assert seen == [(20, 20, 95 - 20 * n, 20 * n) for n in range(4)] + [(15, 15, 15, 80)]
     assert leased_count(runtime) == 0
     assert len(smtp_sink.messages()) == 95
+
+
+def test_the_batch_lease_is_renewed_once_a_quarter_of_it_is_gone(cli, runtime, clock, tmp_path, smtp_sink,
+                                                                  monkeypatch) -> None:
+    due_one_email(cli, tmp_path, clock, 30)
+    monkeypatch.setattr(runtime.settings.engine, "lease_seconds", 600)
+    engine = Engine(runtime, batch_size=30, max_in_flight=10)
+    renewals: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.startswith("UPDATE enrollments SET lease_until="):
+            renewals.append(statement)
+
+    channel = runtime.plugins.channel("email")
+    send_batch = channel.send_batch
+    per_group: list[int] = []
+
+    def slow_first(outbound):  # noqa: ANN001 - the first group takes most of the lease
+        per_group.append(len(renewals))
+        if len(per_group) == 1:
+            engine._leased_at -= 500
+        return send_batch(outbound)
+
+    monkeypatch.setattr(channel, "send_batch", slow_first)
+    sa.event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        report = engine.run_batch()
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", count)
+    assert (report.claimed, report.sent) == (30, 30)
+    # Renewed before the second group went out (for it and the third), not before the first or the third.
+    assert per_group == [0, 1, 1]
+    assert leased_count(runtime) == 0 and len(smtp_sink.messages()) == 30
 
 
 def test_stopping_between_groups_gives_the_rest_of_the_batch_back(cli, runtime, clock, tmp_path, smtp_sink,
