@@ -112,9 +112,15 @@ class SmsChannel(Channel):
                 return await self._send(client, settings, touch, plan)
 
         try:
-            return list(await asyncio.gather(*(send(touch, plan) for touch, plan in zip(touches, plans))))
+            answers = await asyncio.gather(*(send(touch, plan) for touch, plan in zip(touches, plans)),
+                                           return_exceptions=True)
         finally:
             await http.close()
+        # A bug on one text's way must not lose the others' answers; that text may have gone out.
+        return [answer if isinstance(answer, SendResult) else
+                SendResult(touch.touch_id, accepted=False, provider_status="unknown",
+                           error=f"the send failed unexpectedly, it may have gone out: {answer!r}")
+                for touch, answer in zip(touches, answers)]
 
     def _plan(self, settings: SmsSettings, touches: list[OutboundTouch]) -> list[SendResult | dict[str, Any]]:
         """Return, per touch, the Messages.create arguments to send with, or the result it already has."""

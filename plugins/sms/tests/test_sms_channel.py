@@ -89,6 +89,23 @@ def test_no_answer_after_sending_is_unknown_not_retried(sms, runtime, fake_twili
     assert result.provider_status == "unknown" and "no answer from" in result.error
 
 
+def test_an_unexpected_error_on_one_text_keeps_the_others_answers(sms, runtime, fake_twilio, monkeypatch) -> None:
+    other = "+14155552673"
+    send = SmsChannel._send
+
+    async def broken_for_lead(self, client, settings, touch, message):  # noqa: ANN001
+        if touch.to_phone == LEAD:
+            raise RuntimeError("a bug")
+        return await send(self, client, settings, touch, message)
+
+    monkeypatch.setattr(SmsChannel, "_send", broken_for_lead)
+    broken, fine = sms.send_batch([outbound(sending_touch(runtime, LEAD)),
+                                   outbound(sending_touch(runtime, other), other)])
+    assert fine.accepted and [s.form["To"] for s in fake_twilio.sent()] == [other]
+    assert not broken.accepted and not broken.retryable and broken.provider_status == "unknown"
+    assert "RuntimeError('a bug')" in broken.error
+
+
 def test_sticky_sender_owner_number_then_pool(sms, runtime, fake_twilio, cli) -> None:
     team(cli)
     cli("numbers", "assign", "+14155550199", "--owner", "rep@acme.example")
