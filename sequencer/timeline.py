@@ -22,12 +22,15 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
                      "cadence": cadence_of.get(enrollment_id), "step": step, "detail": detail, **more})
 
     for e in session.scalars(sa.select(Enrollment).where(Enrollment.lead_id == lead.id)):
-        row(e.enrolled_at, "enrolled", status=e.state, enrollment_id=e.id, detail=f"cadence {e.cadence_name}")
+        waits = f" - {e.state.replace('_', ' ')}: {e.paused_reason}" if e.paused_reason else ""
+        row(e.enrolled_at, "enrolled", status=e.state, enrollment_id=e.id, detail=f"cadence {e.cadence_name}{waits}")
         if e.exited_at:
             row(e.exited_at, "exited", status=e.state, enrollment_id=e.id, detail=e.exit_reason or "")
     touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id))}
     for t in touches.values():
-        detail = t.subject or ""
+        # A text has no subject: its first words say which one it was.
+        detail = t.subject or _first_words(t.body_text if t.status not in (TouchStatus.pending, TouchStatus.skipped)
+                                           else None)
         if t.error:
             detail = f"{detail} - {t.error}" if detail else t.error
         if t.status == TouchStatus.placed:
@@ -37,7 +40,8 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
         if t.outcome:
             detail = f"{detail} - outcome {t.outcome}" + (f": {t.notes}" if t.notes else "")
         row(t.sent_at or t.created_at, "touch", channel=t.channel, status=t.status, enrollment_id=t.enrollment_id,
-            step=t.step_key, detail=detail, touch_id=t.id, message_id=t.message_id, variant=t.variant_key)
+            step=t.step_key, detail=detail, touch_id=t.id, message_id=t.message_id, provider_id=t.provider_id,
+            variant=t.variant_key)
     if touches:
         for a in session.scalars(sa.select(TouchAttempt).where(TouchAttempt.touch_id.in_(list(touches)))):
             t = touches[a.touch_id]
@@ -66,3 +70,8 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
 
 # Same-instant rows read best in causal order.
 _ORDER = {"enrolled": 0, "attempt": 1, "touch": 2, "task": 3, "exited": 9}
+
+
+def _first_words(text: str | None, limit: int = 60) -> str:
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"

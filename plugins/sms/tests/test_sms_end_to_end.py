@@ -5,6 +5,7 @@ worker) and reads what reached the SMTP sink, the fake Twilio and the database.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -146,11 +147,18 @@ def test_no_consent_no_provider_call_then_consent_sends(cli, runtime, tmp_path: 
     assert fake_twilio.requests == []
     e = enrollment(runtime)
     assert (e.state, e.paused_reason) == ("paused", "no_consent")
+    # The timeline says why nothing went out.
+    [enrolled] = json.loads(cli("timeline", PHONE, "--format", "json").output)
+    assert enrolled["detail"] == "cadence texts - paused: no_consent"
 
     consent(cli, now="2026-03-02T16:00:00Z")
     cli("worker", "--once", now="2026-03-02T16:00:00Z")
-    assert [r.form["To"] for r in fake_twilio.sent()] == [PHONE]
+    [sent] = fake_twilio.sent()
+    assert sent.form["To"] == PHONE
     assert touch(runtime, "text").status == "sent"
+    # A text has no subject: its first words and its SID say which one went.
+    [row] = [r for r in json.loads(cli("timeline", PHONE, "--format", "json").output) if r["kind"] == "touch"]
+    assert (row["status"], row["detail"], row["provider_id"]) == ("sent", "Hi Ann, quick question?", sent.sid)
 
 
 def test_21610_is_never_retried_and_suppresses_the_number_on_every_channel(
