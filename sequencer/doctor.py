@@ -60,6 +60,10 @@ def run_checks(runtime: Runtime, *, dns_resolver: Any = None, timeout: float = 5
     with runtime.session() as session:
         checks.append(_check_email_plugin(runtime, session, channel))
         mailboxes = [_MailboxInfo.of(m) for m in session.scalars(sa.select(Mailbox).order_by(Mailbox.address))]
+        # Channels that send by themselves; a manual-only one (tasks) has no provider to ask.
+        others = {name: reason for name, reason in sorted(runtime.plugins.channel_status(session).items())
+                  if name != "email" and runtime.plugins.channel(name).automatic}
+    checks.extend(_check_channel(runtime.plugins, name, reason) for name, reason in others.items())
     if not mailboxes:
         checks.append(Check("mailboxes", "warn", "no mailboxes: email steps have no address to send from",
                             "add one: `sequencer mailboxes add ADDRESS --owner USER_EMAIL`"))
@@ -136,6 +140,19 @@ def _check_email_plugin(runtime: Runtime, session: Any, channel: Channel | None)
         return Check("email plugin", "fail", reason,
                      f"fix the setting named above in config.toml (plugins/email/README.md, {DOCS})")
     return Check("email plugin", "ok", f"plugin {plugin} enabled and configured")
+
+
+def _check_channel(plugins: Plugins, name: str, reason: str | None) -> Check:
+    """Every other channel: its provider asked by its own health check (texts and calls: the Twilio account)."""
+    label = f"{name} channel"
+    if reason is not None:
+        # Not set up, or disabled: a team that does not use the channel has nothing to fix.
+        return Check(label, "warn", f"cannot send: {reason}; its steps wait (channel_unavailable)",
+                     f"set it up if your cadences use it (its plugin's README), or leave it")
+    health = plugins.channel(name).health()
+    if not health.ok:
+        return Check(label, "fail", health.detail, "fix the setting named above, then `sequencer plugins list`")
+    return Check(label, "ok", health.detail)
 
 
 # Mailboxes: SMTP and IMAP logins

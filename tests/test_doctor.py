@@ -18,11 +18,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sequencer import users
+from sequencer import hookimpl, users
+from sequencer.channels import Health
 from sequencer.doctor import Check, check_base_url, check_secret_key, run_checks
 from sequencer.models import Mailbox
 from sequencer.testing import Cli, write_config
 from sequencer.testing.smtp import CountingHandler, closed_port, smtp_server
+from tests.support.channels import FakeSms
 
 SPF = "v=spf1 ip4:192.0.2.10 -all"
 DMARC = "v=DMARC1; p=reject; rua=mailto:dmarc@example.com"
@@ -109,6 +111,43 @@ def test_everything_in_order(runtime) -> None:  # noqa: ANN001
         "dkim example.com": "warn",  # not signing
     }
     assert checks["spf example.com"].detail == SPF
+
+
+class _Texter:
+    """A plugin with a texting channel whose provider answers `health` (and a manual-only one, never asked)."""
+
+    def __init__(self, health: Health | None, reason: str | None = None) -> None:
+        class Texts(FakeSms):
+            automatic = True
+
+            def unavailable_reason(self) -> str | None:
+                return reason
+
+            def health(self) -> Health:
+                assert health is not None, "an unconfigured channel's provider is not asked"
+                return health
+
+        self.channel = Texts()
+
+    @hookimpl
+    def register_channels(self, register) -> None:  # noqa: ANN001
+        register(self.channel)
+
+
+@pytest.mark.parametrize(("health", "reason", "status", "words"), [
+    (Health(True, "ok (account Acme)"), None, "ok", "ok (account Acme)"),
+    (Health(False, "the provider refused our credentials"), None, "fail", "the provider refused our credentials"),
+    (None, "[plugins.texter] token is not set", "warn", "cannot send: [plugins.texter] token is not set; its steps wait"),
+])
+def test_every_channel_that_sends_by_itself_is_asked(runtime, health, reason, status, words) -> None:  # noqa: ANN001
+    runtime.plugins.add_plugin(_Texter(health, reason), "texter")
+    try:
+        checks = by_name(run_checks(runtime, dns_resolver=good_dns()))
+    finally:
+        runtime.plugins.remove_plugin("texter")
+    assert checks["sms channel"].status == status and checks["sms channel"].detail.startswith(words)
+    # The email channel has its own checks; a manual-only channel (tasks) has no provider.
+    assert "email channel" not in checks and "task channel" not in checks
 
 
 def test_missing_postal_address_fails_with_the_fix(tmp_path: Path, db_url: str, smtp_sink, clock) -> None:  # noqa: ANN001

@@ -101,6 +101,16 @@ class FakeTwilio:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                # The account itself (`client.api.v2010.accounts(sid).fetch()`): what a health check asks.
+                status, payload = fake._account(self.path, self.headers.get("Authorization", ""))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
                 pass
 
@@ -128,6 +138,14 @@ class FakeTwilio:
         """Return the accepted requests to a resource, in order."""
         with self._lock:
             return [r for r in self.requests if r.resource == resource and r.sid]
+
+    def _account(self, path: str, authorization: str) -> tuple[int, dict[str, Any]]:
+        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if authorization != expected or urlsplit(path).path != f"/{API}/Accounts/{self.account_sid}.json":
+            status, payload, _ = _error(20003)
+            return status, payload
+        return 200, {"sid": self.account_sid, "friendly_name": "Fake Twilio account", "status": "active",
+                     "type": "Full", "auth_token": self.auth_token}
 
     def _answer(self, path: str, authorization: str, body: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         match = _PATH.match(urlsplit(path).path)

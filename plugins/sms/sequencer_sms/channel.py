@@ -11,12 +11,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
+from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from sequencer.channels import Channel, Cost, OutboundTouch, SendResult
+from sequencer.channels import Channel, Cost, Health, OutboundTouch, SendResult
 from sequencer_sms import segments
 from sequencer_sms.errors import RECIPIENT_PROBLEMS, retry_after
 from sequencer_sms.settings import SCHEMA, SmsConfigError, SmsSettings, max_segments, read_settings
@@ -25,6 +27,7 @@ STATUS_PATH = "/hooks/sms/status"
 INBOUND_PATH = "/hooks/sms/inbound"
 HTTP_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
+HEALTH_TIMEOUT = 5.0
 # A touch whose number's next free slot is this close waits for it inside the batch; a later
 # slot (a backlog, the daily cap) defers the touch instead, so a batch never sleeps for long.
 WAIT_AT_MOST = timedelta(seconds=2)
@@ -60,6 +63,31 @@ class SmsChannel(Channel):
         except SmsConfigError as exc:
             return str(exc)
         return None
+
+    def health(self) -> Health:
+        """Fetch our Twilio account with the configured credentials: nothing is sent, nothing is billed."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            return Health(ok=False, detail=reason)
+        settings = read_settings(self.context.settings)
+        client = Client(settings.account_sid, settings.auth_token, environment={},
+                        http_client=TwilioHttpClient(timeout=HEALTH_TIMEOUT))
+        client.api.base_url = settings.api_base_url
+        try:
+            account = client.api.v2010.accounts(settings.account_sid).fetch()
+        except TwilioRestException as exc:
+            if exc.status in (401, 403, 404):
+                return Health(ok=False, detail=f"Twilio refused the account (HTTP {exc.status}): check [plugins.sms] "
+                                               "account_sid and auth_token")
+            return Health(ok=False, detail=f"Twilio error {exc.code} (HTTP {exc.status}): {exc.msg}")
+        except requests.RequestException as exc:
+            return Health(ok=False, detail=f"cannot reach {settings.api_base_url}: {exc}")
+        if account.status != "active":
+            return Health(ok=False, detail=f"the Twilio account {account.friendly_name!r} is {account.status}: "
+                                           "Twilio refuses its texts")
+        senders = (f"messaging service {settings.messaging_service_sid}" if settings.messaging_service_sid
+                   else f"{len(settings.numbers)} number{'' if len(settings.numbers) == 1 else 's'}")
+        return Health(ok=True, detail=f"ok (Twilio account {account.friendly_name!r}, {senders})")
 
     def describe_cost(self, text: str) -> Cost:
         """Return the segments Twilio bills the text as, and their encoding."""

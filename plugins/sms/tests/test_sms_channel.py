@@ -32,6 +32,25 @@ def test_declarations_and_settings(sms, runtime) -> None:
         assert runtime.plugins.channel_status(session)["sms"] is None
 
 
+def test_health_fetches_the_account_and_names_what_is_wrong(sms, fake_twilio, cli) -> None:
+    health = sms.health()
+    assert health.ok and health.detail == "ok (Twilio account 'Fake Twilio account', 2 numbers)"
+    assert fake_twilio.requests == []  # nothing was sent
+    doctor = cli("doctor", expect=None).output
+    assert "ok    sms channel     ok (Twilio account 'Fake Twilio account', 2 numbers)" in doctor
+    fake_twilio.auth_token = "not-the-configured-one"
+    health = sms.health()
+    assert not health.ok and health.detail == ("Twilio refused the account (HTTP 401): check [plugins.sms] "
+                                               "account_sid and auth_token")
+    assert "FAIL  sms channel     Twilio refused the account" in cli("doctor", expect=1).output
+    fake_twilio.__exit__()
+    try:
+        health = sms.health()
+    finally:
+        fake_twilio.__enter__()
+    assert not health.ok and health.detail.startswith("cannot reach http://127.0.0.1:")
+
+
 def test_accepted_with_status_callback_and_sid(sms, runtime, fake_twilio) -> None:
     touch_id = sending_touch(runtime, LEAD)
     [result] = sms.send_batch([outbound(touch_id)])
