@@ -148,7 +148,7 @@ def _check_channel(plugins: Plugins, name: str, reason: str | None) -> Check:
     if reason is not None:
         # Not set up, or disabled: a team that does not use the channel has nothing to fix.
         return Check(label, "warn", f"cannot send: {reason}; its steps wait (channel_unavailable)",
-                     f"set it up if your cadences use it (its plugin's README), or leave it")
+                     "set it up if your cadences use it (its plugin's README), or leave it")
     health = plugins.channel(name).health()
     if not health.ok:
         return Check(label, "fail", health.detail, "fix the setting named above, then `sequencer plugins list`")

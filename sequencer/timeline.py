@@ -29,8 +29,7 @@ def lead_timeline(session: so.Session, lead: Lead) -> list[dict[str, Any]]:
     touches = {t.id: t for t in session.scalars(sa.select(Touch).where(Touch.lead_id == lead.id))}
     for t in touches.values():
         # A text has no subject: its first words say which one it was.
-        detail = t.subject or _first_words(t.body_text if t.status not in (TouchStatus.pending, TouchStatus.skipped)
-                                           else None)
+        detail = t.subject or _first_words(t.body_text)
         if t.error:
             detail = f"{detail} - {t.error}" if detail else t.error
         if t.status == TouchStatus.placed:
