@@ -11,7 +11,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from sequencer.channels import Core
+from sequencer.channels import Core, Health
 from sequencer_voice.settings import VoiceSettings
 
 HTTP_TIMEOUT = 30.0
@@ -34,6 +34,23 @@ def client(settings: VoiceSettings) -> Client:
                   http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT))
     made.api.base_url = settings.api_base_url
     return made
+
+
+def account_health(settings: VoiceSettings) -> Health:
+    """Fetch our Twilio account with [plugins.voice]'s credentials: nothing is called or billed."""
+    try:
+        account = client(settings).api.v2010.accounts(settings.account_sid).fetch()
+    except TwilioRestException as exc:
+        if exc.status in (401, 403, 404):
+            return Health(ok=False, detail=f"Twilio refused the account (HTTP {exc.status}): check [plugins.voice] "
+                                           "account_sid and auth_token")
+        return Health(ok=False, detail=f"Twilio error {exc.code} (HTTP {exc.status}): {exc.msg}")
+    except requests.RequestException as exc:
+        return Health(ok=False, detail=f"cannot reach {settings.api_base_url}: {exc}")
+    if account.status != "active":
+        return Health(ok=False, detail=f"the Twilio account {account.friendly_name!r} is {account.status}: "
+                                       "Twilio refuses its calls")
+    return Health(ok=True, detail=f"ok (Twilio account {account.friendly_name!r})")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The voice channel: voicemail drops as automatic steps, each call placed with answering-machine detection."""
 from __future__ import annotations
 
-from sequencer.channels import Channel, OutboundTouch, SendResult
+from sequencer.channels import Channel, Health, OutboundTouch, SendResult
 from sequencer_voice import calls, twiml
 from sequencer_voice.settings import SCHEMA, VoiceConfigError, VoiceSettings, read_settings
 
@@ -38,6 +38,13 @@ class VoiceChannel(Channel):
         except VoiceConfigError as exc:
             return str(exc)
         return None
+
+    def health(self) -> Health:
+        """Fetch our Twilio account with the configured credentials (`plugins list`, `doctor`); nothing is called."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            return Health(ok=False, detail=reason)
+        return calls.account_health(read_settings(self.context.settings))
 
     def prepare(self, touch: OutboundTouch) -> None:
         """Refuse an empty message (a voicemail drop would say nothing) or a wrong language line."""

@@ -28,6 +28,16 @@ def voice(runtime, cli) -> VoiceChannel:
     return channel
 
 
+def test_health_fetches_the_account_and_names_a_wrong_token(voice, fake_twilio) -> None:
+    health = voice.health()
+    assert health.ok and health.detail == "ok (Twilio account 'Fake Twilio account')"
+    assert fake_twilio.requests == []  # nothing was called
+    fake_twilio.auth_token = "not-the-configured-one"
+    health = voice.health()
+    assert not health.ok and health.detail == ("Twilio refused the account (HTTP 401): check [plugins.voice] "
+                                               "account_sid and auth_token")
+
+
 def _dropped(runtime, voice, fake_twilio, **lead) -> tuple[int, str]:
     touch_id = lead_with_touch(runtime, **lead)
     [result] = voice.send_batch([outbound(touch_id, lead.get("phone", LEAD))])
