@@ -241,10 +241,12 @@ class _AsyncHttpClient(AsyncHttpClient):
         _last_headers.set(None)
         if auth:  # HTTP Basic (RFC 7617): the account SID and auth token
             headers = {**(headers or {}), "Authorization": "Basic " + b64encode(":".join(auth).encode()).decode()}
+        # The SDK passes timeout=None when it has none; aiohttp would read None as "no timeout at all",
+        # so only a given one replaces the session's (HTTP_TIMEOUT, CONNECT_TIMEOUT).
+        limits = {"timeout": aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT_TIMEOUT)} if timeout else {}
         async with self.session.request(
                 method.upper(), url, params=params, data=data, headers=headers, proxy=self.proxy,
-                allow_redirects=allow_redirects,
-                timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None) as answer:
+                allow_redirects=allow_redirects, **limits) as answer:
             response = Response(answer.status, await answer.text(), answer.headers)
         _last_headers.set(response.headers)
         return response

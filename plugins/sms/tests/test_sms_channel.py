@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from sequencer.models import LeadNumber, PhoneNumber, Touch
 from sequencer.numbers import ensure
 from sequencer.testing.twilio import HANG_UP
 from sequencer.testing.world import team
+from sequencer_sms import channel as channel_module
 from sequencer_sms.channel import SmsChannel, _AsyncHttpClient
 from sms_support import BASE_URL, LEAD, POOL, outbound, sending_touch
 
@@ -106,6 +108,20 @@ def test_no_answer_after_sending_is_unknown_not_retried(sms, runtime, fake_twili
     assert [r.form["To"] for r in fake_twilio.requests] == [LEAD]
     assert not result.accepted and not result.retryable and result.defer_until is None
     assert result.provider_status == "unknown" and "no answer from" in result.error
+
+
+def test_a_silent_api_times_out_as_unknown(sms, runtime, monkeypatch) -> None:
+    """Connected and sent, then no answer: HTTP_TIMEOUT ends the wait, and the text may be out."""
+    with socket.socket() as silent:  # the kernel accepts the connection; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setitem(sms.context.settings, "api_base_url", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setattr(channel_module, "HTTP_TIMEOUT", 0.5)
+        started = time.monotonic()
+        [result] = sms.send_batch([outbound(sending_touch(runtime, LEAD))])
+    assert time.monotonic() - started < 10
+    assert not result.accepted and not result.retryable and result.provider_status == "unknown"
+    assert "no answer from" in result.error
 
 
 def test_an_unexpected_error_on_one_text_keeps_the_others_answers(sms, runtime, fake_twilio, monkeypatch) -> None:
