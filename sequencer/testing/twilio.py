@@ -92,22 +92,19 @@ class FakeTwilio:
                 status, payload, headers = fake._answer(self.path, self.headers.get("Authorization", ""), body)
                 if status == HANG_UP:
                     return  # no answer at all: the connection closes (HTTP/1.0)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                self._json(status, payload, headers)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 # The account itself (`client.api.v2010.accounts(sid).fetch()`): what a health check asks.
-                status, payload = fake._account(self.path, self.headers.get("Authorization", ""))
+                self._json(*fake._account(self.path, self.headers.get("Authorization", "")))
+
+            def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -139,9 +136,12 @@ class FakeTwilio:
         with self._lock:
             return [r for r in self.requests if r.resource == resource and r.sid]
 
+    def _authorized(self, authorization: str) -> bool:
+        """Tell whether a request's Authorization header is HTTP Basic with our SID and current token."""
+        return authorization == "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+
     def _account(self, path: str, authorization: str) -> tuple[int, dict[str, Any]]:
-        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        if authorization != expected or urlsplit(path).path != f"/{API}/Accounts/{self.account_sid}.json":
+        if not self._authorized(authorization) or urlsplit(path).path != f"/{API}/Accounts/{self.account_sid}.json":
             status, payload, _ = _error(20003)
             return status, payload
         return 200, {"sid": self.account_sid, "friendly_name": "Fake Twilio account", "status": "active",
@@ -149,8 +149,7 @@ class FakeTwilio:
 
     def _answer(self, path: str, authorization: str, body: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         match = _PATH.match(urlsplit(path).path)
-        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        if authorization != expected or match is None or match["account"] != self.account_sid:
+        if not self._authorized(authorization) or match is None or match["account"] != self.account_sid:
             return _error(20003)
         handler = RESOURCES.get(match["resource"])
         if handler is None:

@@ -75,6 +75,19 @@ def _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio):
     return drop, call.sid, report
 
 
+def _reported_before_recorded(voice, monkeypatch, reports) -> None:
+    """Let `reports(result)` play each call's reports after Twilio took it, before the worker records that answer."""
+    place = voice.send_batch
+
+    def place_then_report(outbound_touches):
+        results = place(outbound_touches)
+        for result in results:
+            reports(result)
+        return results
+
+    monkeypatch.setattr(voice, "send_batch", place_then_report)
+
+
 def _enrollment(runtime) -> Enrollment:
     with runtime.session() as session:
         return session.scalars(sa.select(Enrollment)).one()
@@ -259,17 +272,12 @@ def test_a_drop_nobody_heard_is_never_sent(sent_touches, voice, runtime, fake_tw
 def test_a_message_played_before_the_worker_recorded_the_call_is_sent_once(sent_touches, voice, runtime, fake_twilio,
                                                                            client, cli, tmp_path,
                                                                            monkeypatch) -> None:
-    place = voice.send_batch
-
-    def played_at_once(outbound_touches):
-        results = place(outbound_touches)
+    def played_at_once(result):
         # A fast machine: the message is over before the worker records Twilio's answer.
-        for result in results:
-            fake_twilio.answer(client, result.provider_id, "machine_end_beep")
-            assert touch(runtime, result.touch_id).status == "sent"
-        return results
+        fake_twilio.answer(client, result.provider_id, "machine_end_beep")
+        assert touch(runtime, result.touch_id).status == "sent"
 
-    monkeypatch.setattr(voice, "send_batch", played_at_once)
+    _reported_before_recorded(voice, monkeypatch, played_at_once)
     drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
     assert (report.sent, report.placed) == (1, 0)
     assert (drop.status, drop.sent_at, drop.provider_id, drop.outcome) == ("sent", runtime.now(), sid,
@@ -282,18 +290,13 @@ def test_a_message_played_before_the_worker_recorded_the_call_is_sent_once(sent_
 
 def test_a_call_over_before_the_worker_recorded_it_fails_and_stays_failed(sent_touches, voice, runtime, fake_twilio,
                                                                            client, cli, tmp_path, monkeypatch) -> None:
-    place = voice.send_batch
-
-    def busy_at_once(outbound_touches):
-        results = place(outbound_touches)
+    def busy_at_once(result):
         # Calls go out one a second: this one was busy before its group was recorded. Its
         # progress finds no touch with its CallSid yet; the end finds the drop by its touch id.
-        for result in results:
-            fake_twilio.progress(client, result.provider_id, "initiated", "busy", duration=0)
-            assert touch(runtime, result.touch_id).status == "failed"
-        return results
+        fake_twilio.progress(client, result.provider_id, "initiated", "busy", duration=0)
+        assert touch(runtime, result.touch_id).status == "failed"
 
-    monkeypatch.setattr(voice, "send_batch", busy_at_once)
+    _reported_before_recorded(voice, monkeypatch, busy_at_once)
     drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
     assert (report.sent, report.placed) == (0, 1)
     assert (drop.status, drop.sent_at, drop.provider_id) == ("failed", None, sid)
@@ -305,17 +308,12 @@ def test_a_call_over_before_the_worker_recorded_it_fails_and_stays_failed(sent_t
 def test_missed_then_played_before_the_worker_recorded_it_is_sent_once(sent_touches, voice, runtime, fake_twilio,
                                                                          client, cli, tmp_path, monkeypatch) -> None:
     """The busy report wins the race, the played one (out of order) follows: one touch_sent, from the worker."""
-    place = voice.send_batch
+    def busy_then_played(result):
+        fake_twilio.progress(client, result.provider_id, "busy", duration=0)
+        voice.context.core.voicemail_played(result.touch_id)
+        assert touch(runtime, result.touch_id).status == "completed" and sent_touches == []
 
-    def busy_then_played(outbound_touches):
-        results = place(outbound_touches)
-        for result in results:
-            fake_twilio.progress(client, result.provider_id, "busy", duration=0)
-            voice.context.core.voicemail_played(result.touch_id)
-            assert touch(runtime, result.touch_id).status == "completed" and sent_touches == []
-        return results
-
-    monkeypatch.setattr(voice, "send_batch", busy_then_played)
+    _reported_before_recorded(voice, monkeypatch, busy_then_played)
     drop, sid, report = _placed_by_the_engine(cli, runtime, tmp_path, fake_twilio)
     assert (report.sent, report.placed) == (1, 0)
     assert (drop.status, drop.outcome, drop.error) == ("completed", "left_voicemail", None)
